@@ -1,0 +1,239 @@
+"""The gateway's configuration: one TOML file, validated by pydantic, overridable from the environment.
+
+Every key is also settable as ``DS4H_<SECTION>__<KEY>`` (nested keys joined by ``__``), e.g.
+``DS4H_OUTBOX__SYNCHRONOUS=NORMAL`` or ``DS4H_SINKS__INFLUX__URL=https://tsdb:8086``. Values are parsed
+as TOML values when they parse (numbers, booleans, arrays), else taken as strings.
+Unknown keys and bad values are errors that name the key path and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+from gateway.model import check_device_id
+
+ENV_PREFIX = "DS4H_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Section):
+    name: str = "ds4h-gateway"
+    """Human-readable gateway name (shown on the status page and in logs)."""
+    state_dir: Path = Path("/var/lib/ds4h-gateway")
+    """Where the gateway keeps its key, outbox, registry, history and control token."""
+    clock: Literal["auto", "synced", "unsynced"] = "auto"
+    """``auto`` asks the kernel whether the clock is synchronised; the others force the answer."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_flush_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    """On SIGTERM/SIGINT: how long sinks may keep forwarding before the gateway exits."""
+
+
+class DeviceEntry(_Section):
+    kind: str
+    """Device kind/profile, e.g. ``heart_rate``, ``cgm``, ``glucose_meter``, ``ecg``, ``pulse_oximeter``."""
+    mqtt_cn: str | None = None
+    mqtt_username: str | None = None
+    ble_address: str | None = None
+    serial: str | None = None
+    public_key: str | None = None
+    """Device signing key as a did:key (used when the device signs its own payloads)."""
+    enabled: bool = True
+
+
+class PriorityRule(_Section):
+    metric: str
+    below: float | None = None
+    above: float | None = None
+    unit: str | None = None
+    """Apply the rule only to readings in this unit (None: any unit)."""
+
+
+def _default_rules() -> tuple[PriorityRule, ...]:
+    return (
+        PriorityRule(metric="glucose_isf", below=70, unit="mg/dL"),
+        PriorityRule(metric="glucose_isf", below=3.9, unit="mmol/L"),
+        PriorityRule(metric="glucose_capillary_whole_blood", below=70, unit="mg/dL"),
+        PriorityRule(metric="glucose_capillary_whole_blood", below=3.9, unit="mmol/L"),
+        PriorityRule(metric="glucose_isf", above=250, unit="mg/dL"),
+        PriorityRule(metric="spo2", below=90),
+        PriorityRule(metric="heart_rate", below=40),
+        PriorityRule(metric="heart_rate", above=150),
+    )
+
+
+class OutboxSection(_Section):
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite synchronous mode. FULL survives power loss; NORMAL only process crashes."""
+    group_commit_max_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    group_commit_max_batches: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    queue_batches: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    """Bounded queue in front of the committer: a full queue back-pressures the sources."""
+    disk_budget_mb: Annotated[float, Field(gt=0)] = 2048.0
+    """Outbox + provenance archive + local history. Over it: prune delivered data, then back-pressure."""
+    priority_rules: tuple[PriorityRule, ...] = Field(default_factory=_default_rules)
+    """Readings matching a rule (or flagged ``alert`` by the device) put their batch in the urgent lane."""
+
+
+class InfluxSinkSection(_Section):
+    url: str
+    org: str = "ds4h"
+    bucket: str = "ds4h"
+    token: str | None = None
+    token_file: Path | None = None
+    """A file holding the API token (preferred over ``token``: keeps secrets out of the config)."""
+    verify_tls: bool = True
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    max_batches_per_write: Annotated[int, Field(ge=1)] = 5000
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class LocalSinkSection(_Section):
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    max_batches_per_write: Annotated[int, Field(ge=1)] = 5000
+
+
+class SinksSection(_Section):
+    influx: InfluxSinkSection | None = None
+    local: LocalSinkSection = LocalSinkSection()
+    retry_initial_s: Annotated[float, Field(gt=0)] = 0.5
+    retry_max_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+class MqttSection(_Section):
+    """Filled by the MQTT issue."""
+
+
+class BleSection(_Section):
+    """Filled by the BLE issue."""
+
+
+class ProvenanceSection(_Section):
+    archive_retention_days: Annotated[float, Field(ge=0)] = 30.0
+    """How long signed envelopes stay in the provenance archive after every sink has them."""
+
+
+class DataspaceSection(_Section):
+    """Filled by the dataspace issue."""
+
+
+class WebSection(_Section):
+    host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
+    """The control API listens on loopback only."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    """0 picks a free port (the demo does); the URL is written to ``<state_dir>/control.json``."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+
+
+class Config(_Section):
+    gateway: GatewaySection = GatewaySection()
+    devices: dict[str, DeviceEntry] = Field(default_factory=dict)
+    outbox: OutboxSection = OutboxSection()
+    sinks: SinksSection = SinksSection()
+    mqtt: MqttSection = MqttSection()
+    ble: BleSection = BleSection()
+    provenance: ProvenanceSection = ProvenanceSection()
+    dataspace: DataspaceSection = DataspaceSection()
+    web: WebSection = WebSection()
+
+    @field_validator("devices")
+    @classmethod
+    def _device_ids(cls, v: dict[str, DeviceEntry]) -> dict[str, DeviceEntry]:
+        for device_id in v:
+            check_device_id(device_id)
+        return v
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``DS4H_<SECTION>__<KEY>`` variables onto the raw config tree."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if any(not p for p in path):
+            raise ConfigError(f"environment variable {name}: empty key segment")
+        node = raw
+        for p in path[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {'.'.join(path)} is not a table")
+            node = child
+        node[path[-1]] = _env_value(environ[name])
+    return raw
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{origin}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin)) from None
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{origin}: {e}") from None
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load, overlay the environment, and validate. ``path=None`` means embedded defaults only."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    origin = "<defaults>"
+    if path is not None:
+        origin = str(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{origin}: no such file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{origin}: not valid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{origin}: cannot read: {e.strerror}") from None
+    raw = apply_env(raw, env)
+    return parse_config(raw, origin)
+
+
+def influx_token(section: InfluxSinkSection, origin: str = "sinks.influx") -> str:
+    """The store's API token, from ``token_file`` (preferred) or ``token``."""
+    if section.token_file is not None:
+        try:
+            return section.token_file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{origin}.token_file: cannot read {section.token_file}: {e.strerror}") from None
+    if section.token:
+        return section.token
+    raise ConfigError(f"{origin}: set token_file (or token)")

@@ -1,0 +1,130 @@
+"""The local control API (loopback HTTP): what the CLI, the demo view and local sources talk to.
+
+- ``GET /healthz`` — liveness and readiness (no token).
+- ``GET /metrics`` — Prometheus metrics (no token; loopback only).
+- ``GET /api/v1/stats`` — counters, outbox depth per sink, dead letters, quarantine, disk (token).
+- ``POST /api/v1/ingest`` — the local ingest source, see docs/ingest.md (token).
+
+The bearer token lives in ``<state_dir>/control.token`` (0600); the URL of a running gateway in
+``<state_dir>/control.json``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.errors import BackpressureError, OutboxError, PayloadError, ShuttingDownError
+from gateway.ingest import IngestSource, parse_body
+from gateway.metrics import GatewayMetrics
+from gateway.outbox.committer import QuarantineRecord
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ControlServer:
+    def __init__(
+        self,
+        *,
+        token: str,
+        metrics: GatewayMetrics,
+        ingest: IngestSource,
+        stats: Callable[[], dict[str, Any]],
+        health: Callable[[], dict[str, Any]],
+        max_body_bytes: int,
+    ) -> None:
+        self._token = token
+        self._metrics = metrics
+        self._ingest = ingest
+        self._stats = stats
+        self._health = health
+        self._app = web.Application(client_max_size=max_body_bytes, middlewares=[self._auth])
+        self._app.add_routes(
+            [
+                web.get("/healthz", self.healthz),
+                web.get("/metrics", self.metrics),
+                web.get("/api/v1/stats", self.stats),
+                web.post("/api/v1/ingest", self.ingest),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+                return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        return await handler(request)
+
+    async def start(self, host: str, port: int) -> str:
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sock = server.sockets[0]  # type: ignore[attr-defined]
+        bound_port = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{bound_port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        h = self._health()
+        return web.json_response(h, status=200 if h.get("status") == "ok" else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self._stats())
+
+    async def ingest(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self._ingest_reject("too_large", "request body over web.max_body_bytes")
+            raise
+        try:
+            maps = parse_body(body, request.content_type)
+        except PayloadError as e:
+            self._ingest_reject("malformed", str(e), body)
+            return web.json_response({"error": str(e)}, status=400)
+        try:
+            results = await self._ingest.ingest(maps, body)
+        except BackpressureError as e:
+            return web.json_response(
+                {"error": str(e)}, status=503, headers={"Retry-After": str(max(1, round(e.retry_after_s)))}
+            )
+        except ShuttingDownError as e:
+            return web.json_response({"error": str(e)}, status=503, headers={"Retry-After": "5"})
+        except OutboxError as e:
+            return web.json_response({"error": f"not committed: {e}"}, status=503, headers={"Retry-After": "1"})
+        return web.json_response({"results": [r.as_dict() for r in results]})
+
+    def _ingest_reject(self, reason: str, detail: str, body: bytes = b"") -> None:
+        self._ingest.quarantine(QuarantineRecord(reason, detail, None, body))
+
+
+def write_control_file(state_dir: Path, url: str, pid: int, did: str) -> None:
+    path = state_dir / "control.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": pid, "did": did}))
+    tmp.replace(path)

@@ -1,0 +1,203 @@
+"""The device registry: canonical device ids and the transport identities that map to them.
+
+Kept in ``<state_dir>/registry.db``. Seeded from the config's ``[devices]`` tables — only devices not
+yet in the registry, so a device disabled at run time stays disabled across restarts — and edited with
+``ds4h-gateway devices add|list|disable|enable``. The patient binding is added by the dataspace issue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config import DeviceEntry
+from gateway.errors import RegistryError
+from gateway.model import check_device_id
+from gateway.state.db import connect
+
+IDENTITY_KINDS = ("mqtt_cn", "mqtt_username", "ble_address", "serial")
+
+MIGRATIONS = (
+    """
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        public_key TEXT,
+        note TEXT NOT NULL DEFAULT '',
+        created_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );
+    CREATE TABLE identities (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        PRIMARY KEY (kind, value)
+    )
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    kind: str
+    enabled: bool = True
+    public_key: str | None = None
+    identities: Mapping[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+def _norm_identity(kind: str, value: str) -> str:
+    if kind not in IDENTITY_KINDS:
+        raise RegistryError(f"unknown identity kind {kind!r}; use one of {', '.join(IDENTITY_KINDS)}")
+    if not value:
+        raise RegistryError(f"empty {kind}")
+    return value.upper() if kind == "ble_address" else value
+
+
+class DeviceRegistry:
+    """Registry backed by SQLite; lookups come from a cache reloaded when another connection writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path, MIGRATIONS, check_same_thread=False)
+        self._cache: dict[str, Device] = {}
+        self._by_identity: dict[tuple[str, str], str] = {}
+        self._data_version = -1
+        self._checked = 0.0
+        self.refresh(force=True)
+
+    @classmethod
+    def open(cls, state_dir: Path) -> DeviceRegistry:
+        return cls(state_dir / "registry.db")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- reads -------------------------------------------------------------------------------
+    def refresh(self, force: bool = False, max_age_s: float = 0.5) -> None:
+        """Reload the cache if another connection changed the registry (checked at most every ``max_age_s``)."""
+        now = time.monotonic()
+        if not force and now - self._checked < max_age_s:
+            return
+        self._checked = now
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if not force and version == self._data_version:
+            return
+        self._data_version = version
+        idents: dict[str, dict[str, str]] = {}
+        by_identity: dict[tuple[str, str], str] = {}
+        for kind, value, device_id in self._conn.execute("SELECT kind, value, device_id FROM identities"):
+            idents.setdefault(device_id, {})[kind] = value
+            by_identity[(kind, value)] = device_id
+        self._cache = {
+            row[0]: Device(row[0], row[1], bool(row[2]), row[3], idents.get(row[0], {}), row[4])
+            for row in self._conn.execute("SELECT id, kind, enabled, public_key, note FROM devices")
+        }
+        self._by_identity = by_identity
+
+    def get(self, device_id: str) -> Device | None:
+        self.refresh()
+        return self._cache.get(device_id)
+
+    def resolve(self, kind: str, value: str) -> Device | None:
+        """The device a transport identity (MQTT CN, BLE address, serial …) maps to."""
+        self.refresh()
+        device_id = self._by_identity.get((kind, _norm_identity(kind, value)))
+        return None if device_id is None else self._cache.get(device_id)
+
+    def list(self) -> list[Device]:
+        self.refresh(force=True)
+        return sorted(self._cache.values(), key=lambda d: d.id)
+
+    # --- writes ------------------------------------------------------------------------------
+    def add(
+        self,
+        device_id: str,
+        kind: str,
+        *,
+        identities: Mapping[str, str | None] | None = None,
+        public_key: str | None = None,
+        enabled: bool = True,
+    ) -> Device:
+        check_device_id(device_id)
+        if not kind:
+            raise RegistryError(f"device {device_id}: kind is required")
+        now = time.time_ns()
+        pairs = [(k, _norm_identity(k, v)) for k, v in (identities or {}).items() if v is not None]
+        try:
+            with self._tx():
+                self._conn.execute(
+                    "INSERT INTO devices (id, kind, enabled, public_key, created_ns, updated_ns)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (device_id, kind, int(enabled), public_key, now, now),
+                )
+                self._conn.executemany(
+                    "INSERT INTO identities (kind, value, device_id) VALUES (?, ?, ?)",
+                    [(k, v, device_id) for k, v in pairs],
+                )
+        except sqlite3.IntegrityError as e:
+            raise RegistryError(f"device {device_id}: already registered or identity taken ({e})") from e
+        self.refresh(force=True)
+        device = self._cache[device_id]
+        return device
+
+    def set_enabled(self, device_id: str, enabled: bool, note: str = "") -> Device:
+        with self._tx():
+            cur = self._conn.execute(
+                "UPDATE devices SET enabled = ?, note = ?, updated_ns = ? WHERE id = ?",
+                (int(enabled), note, time.time_ns(), device_id),
+            )
+        if cur.rowcount == 0:
+            raise RegistryError(f"no device {device_id!r} in the registry")
+        self.refresh(force=True)
+        return self._cache[device_id]
+
+    def seed(self, entries: Mapping[str, DeviceEntry]) -> list[str]:
+        """Add the config's devices that the registry does not hold yet; returns the ids added."""
+        self.refresh(force=True)
+        added = []
+        for device_id, e in entries.items():
+            if device_id in self._cache:
+                continue
+            self.add(
+                device_id,
+                e.kind,
+                identities={k: getattr(e, k) for k in IDENTITY_KINDS},
+                public_key=e.public_key,
+                enabled=e.enabled,
+            )
+            added.append(device_id)
+        return added
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._conn)
+
+
+class _Tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def describe(devices: Iterable[Device]) -> list[dict[str, object]]:
+    return [
+        {
+            "id": d.id,
+            "kind": d.kind,
+            "enabled": d.enabled,
+            "identities": dict(d.identities),
+            "public_key": d.public_key,
+            "note": d.note,
+        }
+        for d in devices
+    ]

@@ -1,0 +1,149 @@
+"""Forwarding: one loop per sink that moves committed batches from the outbox into the sink.
+
+At-least-once delivery plus idempotent sink writes gives exactly-once results. A failed write is
+retried with backoff (honouring a server's Retry-After); a batch the sink rejects is isolated by
+bisection and moved to the dead-letter table (counted, inspectable, re-drivable) so it never blocks
+the ones behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from gateway.backoff import backoff_delay
+from gateway.errors import (
+    PayloadError,
+    ProvenanceError,
+    RejectedSinkError,
+    RetryableSinkError,
+    SinkError,
+    ThrottledSinkError,
+    TooLargeSinkError,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.model import Batch
+from gateway.outbox.store import OutboxStore, Pending
+from gateway.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_Dead = list[tuple[Pending, str]]
+
+
+class Forwarder:
+    def __init__(
+        self,
+        store: OutboxStore,
+        sink: Sink,
+        metrics: GatewayMetrics,
+        *,
+        max_batches: int = 5000,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 60.0,
+    ) -> None:
+        self._store = store
+        self.sink = sink
+        self._metrics = metrics
+        self._max_batches = max_batches
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fwd-{sink.name}")
+        self.wake = asyncio.Event()
+        self._stopping = False
+        self.idle = asyncio.Event()
+        self.last_error: str | None = None
+        store.ensure_sink(sink.name)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def finish_when_idle(self) -> None:
+        """Shutdown: return from :meth:`run` as soon as nothing is left to deliver."""
+        self._stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        name = self.sink.name
+        attempt = 0
+        try:
+            while True:
+                work = await self._in_thread(self._store.next_work, name, self._max_batches)
+                if not work:
+                    self.idle.set()
+                    if self._stopping:
+                        return
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
+                    self.wake.clear()
+                    continue
+                self.idle.clear()
+                batches, dead = await self._in_thread(self._load, work)
+                live = [p for p in work if p.id not in {d.id for d, _ in dead}]
+                try:
+                    dead += await self._write_isolating(live, batches)
+                except (RetryableSinkError, ThrottledSinkError) as e:
+                    kind = "throttled" if isinstance(e, ThrottledSinkError) else "retryable"
+                    self._metrics.sink_errors.labels(sink=name, kind=kind).inc()
+                    delay = backoff_delay(
+                        attempt, e, initial_s=self._retry_initial_s, max_s=self._retry_max_s
+                    )
+                    attempt += 1
+                    self.last_error = str(e)
+                    log.warning("sink %s: %s; retrying in %.1f s (attempt %d)", name, e, delay, attempt)
+                    await asyncio.sleep(delay)
+                    continue
+                attempt = 0
+                self.last_error = None
+                dead_ids = {p.id for p, _ in dead}
+                delivered = [p for p in work if p.id not in dead_ids]
+                await self._in_thread(self._store.record, name, delivered, dead)
+                by_id = dict(zip((p.id for p in live), batches, strict=True))
+                points = sum(by_id[p.id].n_points for p in delivered)
+                self._metrics.readings_forwarded.labels(sink=name).inc(points)
+                self._metrics.batches_forwarded.labels(sink=name).inc(len(delivered))
+                if dead:
+                    self._metrics.dead_lettered.labels(sink=name).inc(len(dead))
+                    for p, reason in dead:
+                        log.error("sink %s rejected batch %d (dead letter): %s", name, p.id, reason)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _load(self, work: Sequence[Pending]) -> tuple[list[Batch], _Dead]:
+        """Decode batches; an envelope that fails verification dead-letters its batches, loudly."""
+        try:
+            return self._store.load(work), []
+        except (ProvenanceError, PayloadError, LookupError):
+            pass
+        batches: list[Batch] = []
+        dead: _Dead = []
+        for p in work:
+            try:
+                batches.extend(self._store.load([p]))
+            except (ProvenanceError, PayloadError, LookupError) as e:
+                log.error("outbox batch %d cannot be forwarded: %s", p.id, e)
+                dead.append((p, f"integrity: {e}"))
+        return batches, dead
+
+    async def _write_isolating(self, work: Sequence[Pending], batches: Sequence[Batch]) -> _Dead:
+        if not batches:
+            return []
+        try:
+            await self.sink.write(batches)
+            return []
+        except (RejectedSinkError, TooLargeSinkError) as e:
+            self._metrics.sink_errors.labels(sink=self.sink.name, kind="rejected").inc()
+            if len(batches) == 1:
+                return [(work[0], str(e))]
+        except SinkError as e:  # an unclassified sink error is treated as transient
+            raise RetryableSinkError(str(e)) from e
+        mid = len(batches) // 2
+        left = await self._write_isolating(work[:mid], batches[:mid])
+        right = await self._write_isolating(work[mid:], batches[mid:])
+        return left + right

@@ -1,0 +1,169 @@
+"""Core types: Reading, Waveform, Batch and the identities they carry.
+
+A ``Batch`` is the readings of one source event (one notification, one MQTT message, one RACP
+transfer, one ingest record). It is the unit that is deduplicated (by its ``SourceKey``),
+committed and acknowledged. One signed envelope covers one group commit of many batches.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.errors import DeviceIdError, PayloadError
+
+DEVICE_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_KEY_PART_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def check_device_id(device_id: str) -> str:
+    """Return ``device_id`` if canonical, else raise :class:`DeviceIdError`."""
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+        raise DeviceIdError(f"device id {device_id!r} is not canonical: lowercase [a-z0-9][a-z0-9-]{{0,63}}")
+    return device_id
+
+
+class AbsentReason(enum.StrEnum):
+    """Why a reading has no value (IEEE 11073 special values, FHIR dataAbsentReason)."""
+
+    NAN = "nan"  # not a number
+    NRES = "nres"  # not at this resolution
+    POS_INF = "+inf"
+    NEG_INF = "-inf"
+    RESERVED = "reserved"
+
+
+class TimeQuality(enum.IntFlag):
+    """How far a point's time can be trusted. 0 means device time corrected on a synchronised clock."""
+
+    GOOD = 0
+    GATEWAY_UNSYNCED = 1
+    """The gateway's own clock was not synchronised (no RTC, no NTP yet)."""
+    DEVICE_UNCORRECTED = 2
+    """The device's time stamp was used as is: no device clock reading to correct its skew."""
+    RECEIVE_TIME = 4
+    """The device gave no time: the gateway's receive time stands in for it."""
+
+
+class Priority(enum.IntEnum):
+    """Forwarding lane. URGENT batches are forwarded ahead of bulk backlog (informational only)."""
+
+    BULK = 0
+    URGENT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SourceKey:
+    """Identity of one source event, stable across redelivery.
+
+    ``parts`` are the source's own counters, e.g. ``(boot_id, frame_seq)`` for a 5G device or
+    ``(record_seq,)`` for a glucose meter.
+    """
+
+    device_id: str
+    parts: tuple[str | int, ...]
+
+    def __post_init__(self) -> None:
+        check_device_id(self.device_id)
+        if not self.parts:
+            raise PayloadError("source key needs at least one part after the device id")
+        for p in self.parts:
+            if isinstance(p, bool) or not isinstance(p, int | str):
+                raise PayloadError(f"source key part {p!r} must be a string or integer")
+            if isinstance(p, str) and not _KEY_PART_RE.fullmatch(p):
+                raise PayloadError(f"source key part {p!r} must match [A-Za-z0-9._:-]{{1,128}}")
+
+    def text(self) -> str:
+        """Canonical text form, unique per key: ``device/part/part``."""
+        return "/".join([self.device_id, *(str(p) for p in self.parts)])
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One scalar measurement, normalised to an MDC-coded metric and a UCUM unit."""
+
+    metric: str
+    value: float | None
+    unit: str
+    device_time_ns: int
+    """Corrected device time (ns since the Unix epoch): the stored point's time."""
+    precision: int | None = None
+    """Decimal digits the device reported (kept from the SFLOAT/FLOAT exponent)."""
+    absent: AbsentReason | None = None
+    seq: int | None = None
+    """The device's own sequence number for this reading, when it has one."""
+    time_quality: TimeQuality = TimeQuality.GOOD
+    status: int = 0
+    """Device status bits, profile specific."""
+    alert: bool = False
+    """The device itself flagged this reading (e.g. a CGM hypo annunciation)."""
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.absent is None):
+            raise PayloadError(f"reading {self.metric!r}: exactly one of value and absent reason must be set")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Waveform:
+    """A sampled signal (FHIR SampledData shape): int32 samples in the metric's unit (µV for ECG)."""
+
+    metric: str
+    unit: str
+    start_ns: int
+    period_ns: int
+    samples: npt.NDArray[np.int32]
+    time_quality: TimeQuality = TimeQuality.GOOD
+
+    def __post_init__(self) -> None:
+        if self.period_ns <= 0:
+            raise PayloadError(f"waveform {self.metric!r}: period must be > 0 ns")
+        if self.samples.dtype != np.int32 or self.samples.ndim != 1:
+            raise PayloadError(f"waveform {self.metric!r}: samples must be a 1-D int32 array")
+
+    def times_ns(self) -> npt.NDArray[np.int64]:
+        return self.start_ns + np.arange(self.samples.size, dtype=np.int64) * self.period_ns
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Waveform):
+            return NotImplemented
+        return (
+            (self.metric, self.unit, self.start_ns, self.period_ns, self.time_quality)
+            == (other.metric, other.unit, other.start_ns, other.period_ns, other.time_quality)
+            and np.array_equal(self.samples, other.samples)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The readings of one source event: deduplicated, committed and acknowledged as a unit."""
+
+    key: SourceKey
+    received_ns: int
+    readings: tuple[Reading, ...] = ()
+    waveforms: tuple[Waveform, ...] = ()
+    priority: Priority = Priority.BULK
+    kind: str = field(default="")
+    """Device kind/profile the batch came from (e.g. ``heart_rate``, ``cgm``)."""
+
+    @property
+    def device_id(self) -> str:
+        return self.key.device_id
+
+    @property
+    def n_readings(self) -> int:
+        return len(self.readings)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(int(w.samples.size) for w in self.waveforms)
+
+    @property
+    def n_points(self) -> int:
+        """Points this batch becomes in a time-series store."""
+        return self.n_readings + self.n_samples

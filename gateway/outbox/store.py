@@ -1,0 +1,231 @@
+"""Read side of the outbox: what a sink still has to get, cursors, dead letters, archive, stats.
+
+Each forwarder owns one :class:`OutboxStore` (its own SQLite connection, used from one thread at a
+time). Delivery order for a sink: dead letters released for re-drive, then urgent batches ahead of the
+cursor, then everything after the cursor in commit order. A batch delivered ahead of the cursor is
+remembered in ``sink_ahead`` so the bulk pass skips it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.batchcodec import decode_batch
+from gateway.model import Batch
+from gateway.outbox.schema import MIGRATIONS
+from gateway.provenance.envelope import Envelope, open_envelope
+from gateway.state.db import Synchronous, connect
+
+Lane = Literal["redrive", "urgent", "bulk"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    envelope_n: int
+    idx: int
+    lane: Lane
+    committed_ns: int
+
+
+def open_outbox(
+    state_dir: Path, synchronous: Synchronous = "FULL", *, check_same_thread: bool = False, readonly: bool = False
+) -> sqlite3.Connection:
+    return connect(
+        state_dir / "outbox.db",
+        MIGRATIONS,
+        synchronous=synchronous,
+        check_same_thread=check_same_thread,
+        readonly=readonly,
+    )
+
+
+class OutboxStore:
+    def __init__(self, conn: sqlite3.Connection, gateway_did: str | None = None, cache_envelopes: int = 8) -> None:
+        self._conn = conn
+        self._did = gateway_did
+        self._cache: OrderedDict[int, Envelope] = OrderedDict()
+        self._cache_size = cache_envelopes
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._conn
+
+    # --- cursors ---------------------------------------------------------------------------------
+    def cursor(self, sink: str) -> int:
+        row = self._conn.execute("SELECT last_id FROM sink_cursors WHERE sink = ?", (sink,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def ensure_sink(self, sink: str) -> None:
+        self._conn.execute("INSERT OR IGNORE INTO sink_cursors (sink, last_id) VALUES (?, 0)", (sink,))
+
+    # --- what to deliver -------------------------------------------------------------------------
+    def next_work(self, sink: str, limit: int) -> list[Pending]:
+        cur = self.cursor(sink)
+        rows: list[Pending] = [
+            Pending(r[0], r[1], r[2], "redrive", r[3])
+            for r in self._conn.execute(
+                "SELECT b.id, b.envelope_n, b.idx, b.committed_ns FROM dead_letters d JOIN batches b"
+                " ON b.id = d.batch_id WHERE d.sink = ? AND d.state = 'redrive' ORDER BY b.id LIMIT ?",
+                (sink, limit),
+            )
+        ]
+        if rows:
+            return rows
+        rows = [
+            Pending(r[0], r[1], r[2], "urgent", r[3])
+            for r in self._conn.execute(
+                "SELECT id, envelope_n, idx, committed_ns FROM batches WHERE priority > 0 AND id > ?"
+                " AND id NOT IN (SELECT batch_id FROM sink_ahead WHERE sink = ?) ORDER BY id LIMIT ?",
+                (cur, sink, limit),
+            )
+        ]
+        if rows:
+            return rows
+        ahead = {r[0] for r in self._conn.execute("SELECT batch_id FROM sink_ahead WHERE sink = ?", (sink,))}
+        out = []
+        for r in self._conn.execute(
+            "SELECT id, envelope_n, idx, committed_ns FROM batches WHERE id > ? ORDER BY id LIMIT ?",
+            (cur, limit),
+        ):
+            out.append(Pending(r[0], r[1], r[2], "bulk", r[3]))
+        if ahead and out:
+            # everything in this window is either to send or already sent ahead: advance past the latter
+            out = [p for p in out if p.id not in ahead] or self._skip_ahead(sink, out)
+        return out
+
+    def _skip_ahead(self, sink: str, window: list[Pending]) -> list[Pending]:
+        self.record(sink, [p for p in window], [])
+        return self.next_work(sink, len(window))
+
+    def load(self, pending: Sequence[Pending]) -> list[Batch]:
+        """Decode the batches, verifying each envelope's signature once (cached)."""
+        out = []
+        for p in pending:
+            env = self._envelope(p.envelope_n)
+            out.append(decode_batch(env.batch_bodies[p.idx]))
+        return out
+
+    def _envelope(self, n: int) -> Envelope:
+        env = self._cache.get(n)
+        if env is not None:
+            self._cache.move_to_end(n)
+            return env
+        row = self._conn.execute("SELECT cose FROM envelopes WHERE n = ?", (n,)).fetchone()
+        if row is None:
+            raise LookupError(f"envelope {n} is not in the outbox")
+        env = open_envelope(row[0], self._did)
+        self._cache[n] = env
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return env
+
+    # --- recording delivery ----------------------------------------------------------------------
+    def record(self, sink: str, delivered: Sequence[Pending], dead: Sequence[tuple[Pending, str]]) -> None:
+        """One transaction: advance the cursor / mark ahead / move to dead letters."""
+        now = time.time_ns()
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = list(delivered) + [p for p, _ in dead]
+            for p, reason in dead:
+                conn.execute(
+                    "INSERT INTO dead_letters (sink, batch_id, envelope_n, reason, state, first_ns, last_ns)"
+                    " VALUES (?, ?, ?, ?, 'dead', ?, ?) ON CONFLICT (sink, batch_id) DO UPDATE SET"
+                    " state = 'dead', reason = excluded.reason, last_ns = excluded.last_ns,"
+                    " attempts = attempts + 1",
+                    (sink, p.id, p.envelope_n, reason[:500], now, now),
+                )
+            redriven = [p.id for p in delivered if p.lane == "redrive"]
+            if redriven:
+                conn.executemany(
+                    "DELETE FROM dead_letters WHERE sink = ? AND batch_id = ?", [(sink, i) for i in redriven]
+                )
+            urgent = [p.id for p in done if p.lane == "urgent"]
+            if urgent:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO sink_ahead (sink, batch_id) VALUES (?, ?)", [(sink, i) for i in urgent]
+                )
+            bulk = [p.id for p in done if p.lane == "bulk"]
+            if bulk:
+                top = max(bulk)
+                conn.execute(
+                    "INSERT INTO sink_cursors (sink, last_id) VALUES (?, ?) ON CONFLICT (sink) DO UPDATE"
+                    " SET last_id = max(last_id, excluded.last_id)",
+                    (sink, top),
+                )
+                conn.execute("DELETE FROM sink_ahead WHERE sink = ? AND batch_id <= ?", (sink, top))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def redrive(self, sink: str | None = None) -> int:
+        """Release dead letters (of one sink, or all) for another delivery attempt."""
+        q = "UPDATE dead_letters SET state = 'redrive' WHERE state = 'dead'"
+        args: tuple[Any, ...] = ()
+        if sink:
+            q += " AND sink = ?"
+            args = (sink,)
+        return self._conn.execute(q, args).rowcount
+
+    def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+        q = (
+            "SELECT d.sink, d.batch_id, b.source_key, d.reason, d.state, d.attempts, d.first_ns, d.last_ns"
+            " FROM dead_letters d JOIN batches b ON b.id = d.batch_id"
+        )
+        args: tuple[Any, ...] = ()
+        if sink:
+            q += " WHERE d.sink = ?"
+            args = (sink,)
+        cols = ("sink", "batch_id", "source_key", "reason", "state", "attempts", "first_ns", "last_ns")
+        return [dict(zip(cols, r, strict=True)) for r in self._conn.execute(q + " ORDER BY d.batch_id", args)]
+
+    # --- stats -----------------------------------------------------------------------------------
+    def pending_stats(self, sink: str) -> tuple[int, float]:
+        """(batches not yet delivered to ``sink``, age in seconds of the oldest of them)."""
+        cur = self.cursor(sink)
+        count = self._conn.execute("SELECT COUNT(*) FROM batches WHERE id > ?", (cur,)).fetchone()[0]
+        ahead = self._conn.execute("SELECT COUNT(*) FROM sink_ahead WHERE sink = ?", (sink,)).fetchone()[0]
+        row = self._conn.execute(
+            "SELECT committed_ns FROM batches WHERE id > ? AND id NOT IN"
+            " (SELECT batch_id FROM sink_ahead WHERE sink = ?) ORDER BY id LIMIT 1",
+            (cur, sink),
+        ).fetchone()
+        age = max(0.0, (time.time_ns() - row[0]) / 1e9) if row else 0.0
+        return int(count) - int(ahead), age
+
+    def sinks(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT sink FROM sink_cursors ORDER BY sink")]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        return {
+            r[0]: int(r[1])
+            for r in self._conn.execute("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason")
+        }
+
+    def totals(self) -> dict[str, int]:
+        c = self._conn
+        return {
+            "envelopes": int(c.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0]),
+            "archived_envelopes": int(
+                c.execute("SELECT COUNT(*) FROM envelopes WHERE delivered_ns IS NOT NULL").fetchone()[0]
+            ),
+            "batches": int(c.execute("SELECT COUNT(*) FROM batches").fetchone()[0]),
+            "points": int(c.execute("SELECT COALESCE(SUM(n_points), 0) FROM batches").fetchone()[0]),
+            "last_envelope": int(c.execute("SELECT COALESCE(MAX(n), 0) FROM envelopes").fetchone()[0]),
+        }
+
+    def envelopes(self, first: int = 1, last: int | None = None) -> list[bytes]:
+        q = "SELECT cose FROM envelopes WHERE n >= ?"
+        args: list[int] = [first]
+        if last is not None:
+            q += " AND n <= ?"
+            args.append(last)
+        return [r[0] for r in self._conn.execute(q + " ORDER BY n", args)]

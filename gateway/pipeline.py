@@ -1,0 +1,226 @@
+"""The running gateway: wiring of every stage, driven by the config, under one TaskGroup.
+
+sources → committer (sign + group commit) → outbox → forwarder per sink → sinks;
+housekeeping (archive, retention, disk budget, gauges) and the control API beside them.
+SIGINT/SIGTERM: stop accepting, commit what is in flight, let sinks drain for
+``gateway.shutdown_flush_s``, exit cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.clock import ClockMonitor
+from gateway.config import Config, influx_token
+from gateway.control import ControlServer, write_control_file
+from gateway.devices import DeviceRegistry
+from gateway.forwarder import Forwarder
+from gateway.ingest import IngestSource
+from gateway.metrics import GatewayMetrics
+from gateway.outbox.committer import Committer
+from gateway.outbox.housekeeping import HistoryPruner, Housekeeper
+from gateway.outbox.store import OutboxStore, open_outbox
+from gateway.priority import PriorityRules
+from gateway.provenance.identity import GatewayIdentity, load_or_create
+from gateway.sinks.base import Sink
+from gateway.sinks.local import LocalSink
+from gateway.state.files import ensure_state_dir, load_or_create_token
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 1.0
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state_dir: Path = ensure_state_dir(config.gateway.state_dir)
+        self.metrics = GatewayMetrics()
+        self.identity: GatewayIdentity = load_or_create(self.state_dir)
+        self.registry = DeviceRegistry.open(self.state_dir)
+        added = self.registry.seed(config.devices)
+        if added:
+            log.info("registered %d device(s) from the config: %s", len(added), ", ".join(added))
+        self.clock = ClockMonitor(config.gateway.clock)
+        ob = config.outbox
+        self._writer_conn = open_outbox(self.state_dir, ob.synchronous)
+        self.committer = Committer(
+            self._writer_conn,
+            self.identity,
+            self.metrics,
+            max_delay_s=ob.group_commit_max_delay_ms / 1000,
+            max_batches=ob.group_commit_max_batches,
+            queue_size=ob.queue_batches,
+        )
+        self.ingest = IngestSource(self.registry, self.committer, self.clock, PriorityRules(ob.priority_rules))
+        self.local = LocalSink(self.state_dir, config.sinks.local.retention_days)
+        self.sinks: list[tuple[Sink, int]] = [(self.local, config.sinks.local.max_batches_per_write)]
+        if config.sinks.influx is not None:
+            from gateway.sinks.influx import InfluxSink
+
+            ix = config.sinks.influx
+            self.sinks.append(
+                (
+                    InfluxSink(
+                        "influx",
+                        ix.url,
+                        ix.org,
+                        ix.bucket,
+                        influx_token(ix),
+                        timeout_s=ix.timeout_s,
+                        max_body_bytes=ix.max_body_bytes,
+                        verify_tls=ix.verify_tls,
+                    ),
+                    ix.max_batches_per_write,
+                )
+            )
+        self.forwarders = [
+            Forwarder(
+                OutboxStore(open_outbox(self.state_dir, ob.synchronous), self.identity.did),
+                sink,
+                self.metrics,
+                max_batches=limit,
+                retry_initial_s=config.sinks.retry_initial_s,
+                retry_max_s=config.sinks.retry_max_s,
+            )
+            for sink, limit in self.sinks
+        ]
+        for f in self.forwarders:
+            self.committer.on_commit.append(f.wake.set)
+        self._hk_store = OutboxStore(open_outbox(self.state_dir, ob.synchronous), self.identity.did)
+        self.housekeeper = Housekeeper(
+            self._hk_store.conn,
+            self.metrics,
+            sinks=[s.name for s, _ in self.sinks],
+            retention_s=config.provenance.archive_retention_days * 86400,
+            budget_bytes=int(ob.disk_budget_mb * 1024 * 1024),
+            history=HistoryPruner(self.local.used_bytes, self.local.prune_oldest),
+        )
+        self.token = load_or_create_token(self.state_dir / "control.token")
+        self.control = ControlServer(
+            token=self.token,
+            metrics=self.metrics,
+            ingest=self.ingest,
+            stats=self.stats,
+            health=self.health,
+            max_body_bytes=config.web.max_body_bytes,
+        )
+        self._stats: dict[str, Any] = {}
+        self._started_ns = time.time_ns()
+        self.url = ""
+        self.ready = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+
+    # --- views ---------------------------------------------------------------------------------
+    def _sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        v = self.metrics.registry.get_sample_value(name, labels or {})
+        return float(v or 0.0)
+
+    def counters(self) -> dict[str, Any]:
+        m = self._sample
+        return {
+            "readings_ingested": int(m("ds4h_readings_ingested_total")),
+            "readings_committed": int(m("ds4h_readings_committed_total")),
+            "batches_committed": int(m("ds4h_batches_committed_total")),
+            "batches_duplicate": int(m("ds4h_batches_duplicate_total")),
+            "readings_forwarded": {s.name: int(m("ds4h_readings_forwarded_total", {"sink": s.name})) for s, _ in self.sinks},
+            "readings_lost": int(m("ds4h_readings_lost_total")),
+            "backpressure_refusals": int(m("ds4h_backpressure_refusals_total")),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "gateway": self.config.gateway.name,
+            "did": self.identity.did,
+            "uptime_s": (time.time_ns() - self._started_ns) / 1e9,
+            "clock_synchronised": self.clock.synced(),
+            "accepting": self.committer.accepting,
+            "backpressure": self.committer.backpressure,
+            "commit_queue": self.committer.queue_depth,
+            "counters": self.counters(),
+            "sinks": {f.sink.name: {"last_error": f.last_error} for f in self.forwarders},
+            "devices": [{"id": d.id, "kind": d.kind, "enabled": d.enabled} for d in self.registry.list()],
+            **self._stats,
+        }
+
+    def health(self) -> dict[str, Any]:
+        ok = self.ready.is_set() and self.committer.accepting
+        return {"status": "ok" if ok else "starting" if not self.ready.is_set() else "stopping", "did": self.identity.did}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                committer = tg.create_task(self.committer.run(), name="committer")
+                fwd = [tg.create_task(f.run(), name=f"forward-{f.sink.name}") for f in self.forwarders]
+                hk = tg.create_task(self._housekeeping(), name="housekeeping")
+                self.url = await self.control.start(self.config.web.host, self.config.web.port)
+                write_control_file(self.state_dir, self.url, os.getpid(), self.identity.did)
+                log.info("gateway %s up; control API at %s", self.identity.did, self.url)
+                self.ready.set()
+                await self.stop_requested.wait()
+                log.info("stopping: no new batches; committing what is in flight")
+                await self.committer.stop()
+                await committer
+                for f in self.forwarders:
+                    f.finish_when_idle()
+                _, late = await asyncio.wait(fwd, timeout=self.config.gateway.shutdown_flush_s)
+                for t in late:
+                    log.warning("sink %s still had data at shutdown; it stays in the outbox", t.get_name())
+                    t.cancel()
+                hk.cancel()
+                await self.control.stop()
+        finally:
+            if install_signal_handlers:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self._close()
+
+    async def _close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "control.json").unlink()
+        await self.control.stop()
+        for sink, _ in self.sinks:
+            await sink.close()
+        self.registry.close()
+        self._hk_store.conn.close()
+        self._writer_conn.close()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            self._stats = await asyncio.to_thread(self._housekeep_once)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    def _housekeep_once(self) -> dict[str, Any]:
+        verdict = self.housekeeper.run_once()
+        self.local.prune_expired()
+        self.committer.set_backpressure(verdict.backpressure)
+        self.metrics.clock_synced.set(1 if self.clock.synced() else 0)
+        store = self._hk_store
+        outbox: dict[str, Any] = {}
+        for sink, _ in self.sinks:
+            depth, age = store.pending_stats(sink.name)
+            dead = len(store.dead_letters(sink.name))
+            self.metrics.outbox_depth.labels(sink=sink.name).set(depth)
+            self.metrics.outbox_oldest_age.labels(sink=sink.name).set(age)
+            self.metrics.dead_letters.labels(sink=sink.name).set(dead)
+            outbox[sink.name] = {"pending_batches": depth, "oldest_age_s": round(age, 3), "dead_letters": dead}
+        return {
+            "outbox": outbox,
+            "quarantine": store.quarantine_counts(),
+            "disk": {"used_bytes": verdict.used_bytes, "budget_bytes": verdict.budget_bytes},
+        }

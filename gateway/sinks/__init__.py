@@ -1,0 +1,1 @@
+"""Sinks: where committed batches are forwarded (time-series store, local history, …)."""

@@ -1,0 +1,82 @@
+"""Opening SQLite databases of the state directory, with versioned migrations.
+
+Every table the gateway keeps is created by a migration. A database records the number of migrations
+applied in ``PRAGMA user_version``; opening it applies the missing ones in one transaction, so an
+upgraded gateway opens an older state directory without losing data. A database written by a newer
+gateway (more migrations than this code knows) is refused rather than silently misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from gateway.errors import StateError
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+def connect(
+    path: Path,
+    migrations: Sequence[str],
+    *,
+    synchronous: Synchronous = "FULL",
+    check_same_thread: bool = True,
+    readonly: bool = False,
+) -> sqlite3.Connection:
+    """Open ``path`` in WAL mode with the given ``synchronous`` level and bring its schema up to date."""
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=check_same_thread
+            )
+        else:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        raise StateError(f"{path}: cannot open database: {e}") from e
+    if version > len(migrations):
+        conn.close()
+        raise StateError(
+            f"{path}: schema version {version} is newer than this gateway knows ({len(migrations)}); "
+            "upgrade the gateway"
+        )
+    if version < len(migrations):
+        if readonly:
+            conn.close()
+            raise StateError(f"{path}: schema version {version} is older than {len(migrations)}; start the gateway once to migrate")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            # re-read under the write lock: another process may have migrated meanwhile
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for i in range(version, len(migrations)):
+                for stmt in _statements(migrations[i]):
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {len(migrations)}")
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise StateError(f"{path}: migration failed: {e}") from e
+    return conn
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the database actually in use (file pages minus free pages)."""
+    page_size, page_count, free = (
+        conn.execute("PRAGMA page_size").fetchone()[0],
+        conn.execute("PRAGMA page_count").fetchone()[0],
+        conn.execute("PRAGMA freelist_count").fetchone()[0],
+    )
+    return int(page_size) * (int(page_count) - int(free))

@@ -1,0 +1,72 @@
+"""The metric vocabulary: gateway metric name ↔ IEEE 11073 MDC ↔ LOINC ↔ UCUM.
+
+This table is the single source of names; ``docs/schema.md`` documents it and a test checks that
+the two agree. The metric name is also the InfluxDB measurement name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.errors import PayloadError
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    mdc: int
+    mdc_ref: str
+    loinc: str | None
+    units: tuple[str, ...]
+    """UCUM units accepted for this metric; the first one is the canonical unit."""
+    waveform: bool = False
+
+    @property
+    def unit(self) -> str:
+        return self.units[0]
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("heart_rate", 147842, "MDC_ECG_HEART_RATE", "8867-4", ("/min",)),
+        Metric("pulse_rate_oximeter", 149530, "MDC_PULS_OXIM_PULS_RATE", "8867-4", ("/min",)),
+        Metric("pulse_rate_bp", 149546, "MDC_PULS_RATE_NON_INV", "8867-4", ("/min",)),
+        Metric("rr_interval", 147240, "MDC_ECG_TIME_PD_RR_GL", "8637-1", ("ms",)),
+        Metric("bp_systolic", 150021, "MDC_PRESS_BLD_NONINV_SYS", "8480-6", ("mm[Hg]", "kPa")),
+        Metric("bp_diastolic", 150022, "MDC_PRESS_BLD_NONINV_DIA", "8462-4", ("mm[Hg]", "kPa")),
+        Metric("bp_mean", 150023, "MDC_PRESS_BLD_NONINV_MEAN", "8478-0", ("mm[Hg]", "kPa")),
+        Metric("spo2", 150456, "MDC_PULS_OXIM_SAT_O2", "59408-5", ("%",)),
+        Metric(
+            "glucose_capillary_whole_blood",
+            160184,
+            "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
+            "41653-7",
+            ("mg/dL", "mmol/L"),
+        ),
+        Metric(
+            "glucose_capillary_plasma", 160188, "MDC_CONC_GLU_CAPILLARY_PLASMA", None, ("mg/dL", "mmol/L")
+        ),
+        Metric("glucose_isf", 160212, "MDC_CONC_GLU_ISF", "99504-3", ("mg/dL", "mmol/L")),
+        Metric("hba1c", 160220, "MDC_CONC_HBA1C", None, ("%",)),
+        Metric("ecg", 131328, "MDC_ECG_ELEC_POTL", None, ("uV",), waveform=True),
+        Metric("ecg_lead_i", 131329, "MDC_ECG_ELEC_POTL_I", None, ("uV",), waveform=True),
+        Metric("ecg_lead_ii", 131330, "MDC_ECG_ELEC_POTL_II", None, ("uV",), waveform=True),
+        Metric("pleth", 150452, "MDC_PULS_OXIM_PLETH", None, ("1",), waveform=True),
+    )
+}
+
+BY_MDC: dict[int, Metric] = {m.mdc: m for m in METRICS.values()}
+
+
+def metric(name: str) -> Metric:
+    """Look a metric up by name; unknown names are a payload error."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise PayloadError(f"unknown metric {name!r} (see docs/schema.md)") from None
+
+
+def check_unit(m: Metric, unit: str) -> None:
+    if unit not in m.units:
+        raise PayloadError(f"metric {m.name!r} takes units {', '.join(m.units)}, not {unit!r}")

@@ -1,0 +1,71 @@
+"""Shared fixtures: real VictoriaMetrics / Mosquitto servers and a fault-injecting proxy.
+
+The servers come from Debian packages (``make services``).  If a binary is missing the fixture
+errors with the install command: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faultproxy import FaultProxy
+from tests.services import Mosquitto, VictoriaMetrics
+
+SERVICE_FIXTURES = frozenset(
+    {"victoria_metrics", "vm_private", "mosquitto", "mosquitto_private", "fault_proxy"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real server with ``services`` (select with -m services)."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics() -> Iterator[VictoriaMetrics]:
+    """One VictoriaMetrics for the whole session: use unique metric names per test."""
+    with VictoriaMetrics() as vm:
+        yield vm
+
+
+@pytest.fixture
+def vm_private() -> Iterator[VictoriaMetrics]:
+    """A private VictoriaMetrics the test may stop / restart / kill."""
+    with VictoriaMetrics() as vm:
+        yield vm
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[Mosquitto]:
+    """One Mosquitto broker for the whole session: use unique topics / client ids per test."""
+    with Mosquitto() as broker:
+        yield broker
+
+
+@pytest.fixture
+def mosquitto_private() -> Iterator[Mosquitto]:
+    """A private Mosquitto broker the test may stop / restart / kill."""
+    with Mosquitto() as broker:
+        yield broker
+
+
+@pytest.fixture
+def fault_proxy(victoria_metrics: VictoriaMetrics) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of the shared VictoriaMetrics, on its own event-loop thread.
+
+    Works from sync and async tests alike; ``fault_proxy.url`` is the address to write to.
+    """
+    proxy = FaultProxy(victoria_metrics.url)
+    with proxy.run_in_thread():
+        yield proxy
+
+
+@pytest.fixture
+def tmp_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh, empty directory for a gateway's on-disk state."""
+    return tmp_path_factory.mktemp("state")
