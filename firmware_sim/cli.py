@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -79,9 +80,7 @@ def _add_client_args(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     )
     p.add_argument("--token-file", required=True, type=Path, help="file holding the control API bearer token")
     p.add_argument("--ack-log", type=Path, help="append each acknowledged source key (device/boot/seq) here")
-    p.add_argument(
-        "--batches-per-request", type=_positive_int, default=200, help="batches per POST (default: 200)"
-    )
+    p.add_argument("--batches-per-request", type=_positive_int, default=200, help="batches per POST (default: 200)")
     p.add_argument(
         "--concurrency",
         type=_positive_int,
@@ -89,9 +88,7 @@ def _add_client_args(p: argparse.ArgumentParser, *, concurrency: int) -> None:
         help=f"requests in flight at once (default: {concurrency})",
     )
     p.add_argument("--rate", type=_positive_float, help="cap on batches sent per second (default: no cap)")
-    p.add_argument(
-        "--request-timeout", type=_positive_float, default=30.0, help="seconds per request (default: 30)"
-    )
+    p.add_argument("--request-timeout", type=_positive_float, default=30.0, help="seconds per request (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="physiology seed (default: 0)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-v, -vv)")
 
@@ -129,18 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="physiological time factor: meals, glucose and CGM/spot-check schedules run this much "
         "faster; 1/s signals and ECG stay real time (default: 1)",
     )
-    p.add_argument(
-        "--cgm-interval", type=_positive_float, default=300.0, help="CGM period, sim seconds (default: 300)"
-    )
+    p.add_argument("--cgm-interval", type=_positive_float, default=300.0, help="CGM period, sim seconds (default: 300)")
     p.add_argument(
         "--spot-check-interval",
         type=_positive_float,
         default=4 * 3600.0,
         help="mean glucose meter spot-check period, sim seconds (default: 14400)",
     )
-    p.add_argument(
-        "--tick", type=_positive_float, default=0.25, help="seconds between fleet ticks (default: 0.25)"
-    )
+    p.add_argument("--tick", type=_positive_float, default=0.25, help="seconds between fleet ticks (default: 0.25)")
     p.add_argument(
         "--flush-timeout",
         type=float,
@@ -157,21 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Batches go to pNN-hr, or to pNN-ecg when --ecg-samples > 0.",
     )
     p.add_argument("--batches", type=_positive_int, required=True, help="number of batches to send")
-    p.add_argument(
-        "--readings-per-batch", type=_non_negative_int, required=True, help="heart_rate readings per batch"
-    )
-    p.add_argument(
-        "--ecg-samples", type=_non_negative_int, default=0, help="ECG samples per batch (default: 0)"
-    )
+    p.add_argument("--readings-per-batch", type=_non_negative_int, required=True, help="heart_rate readings per batch")
+    p.add_argument("--ecg-samples", type=_non_negative_int, default=0, help="ECG samples per batch (default: 0)")
     p.add_argument(
         "--patients",
         type=_positive_int,
         default=1,
         help="spread batches over this many patients (default: 1)",
     )
-    p.add_argument(
-        "--max-time", type=_positive_float, help="give up (exit 1) after this many seconds (default: never)"
-    )
+    p.add_argument("--max-time", type=_positive_float, help="give up (exit 1) after this many seconds (default: never)")
     _add_client_args(p, concurrency=4)
     return parser
 
@@ -383,10 +370,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "devices":
-        return cmd_devices(args)
-    if args.command == "http":
-        return asyncio.run(run_http(args))
-    if args.command == "flood":
-        return asyncio.run(run_flood(args))
+    try:
+        if args.command == "devices":
+            return cmd_devices(args)
+        if args.command == "http":
+            return asyncio.run(run_http(args))
+        if args.command == "flood":
+            return asyncio.run(run_flood(args))
+    except BrokenPipeError:  # stdout closed early (e.g. piped into `head`)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     raise AssertionError(args.command)

@@ -134,9 +134,7 @@ class Fleet:
         self.cgm_interval_s = float(cgm_interval_s)
         self.spot_check_interval_s = float(spot_check_interval_s)
         self.start_ns = start_ns
-        self._patients = [
-            _PatientDevices(Patient(i, seed), patient_prefix(i, patients)) for i in range(patients)
-        ]
+        self._patients = [_PatientDevices(Patient(i, seed), patient_prefix(i, patients)) for i in range(patients)]
         for p in self._patients:
             # First spot check somewhere in the first interval (sim time), then ~every interval.
             p.next_spot_sim_s = float(p.patient.schedule_uniform(0.05, 1.0)) * self.spot_check_interval_s

@@ -181,9 +181,7 @@ class IngestClient:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         self._rate_start = time.monotonic()
-        self._workers = [
-            asyncio.create_task(self._worker(), name=f"ingest-{i}") for i in range(self.concurrency)
-        ]
+        self._workers = [asyncio.create_task(self._worker(), name=f"ingest-{i}") for i in range(self.concurrency)]
 
     async def close(self) -> None:
         """Stop sending (batches still pending are abandoned: call :meth:`flush` first)."""
@@ -221,9 +219,7 @@ class IngestClient:
                 raise self.error
             if len(self._queue) >= self.max_pending:
                 async with self._changed:
-                    await self._changed.wait_for(
-                        lambda: len(self._queue) < self.max_pending or self.error is not None
-                    )
+                    await self._changed.wait_for(lambda: len(self._queue) < self.max_pending or self.error is not None)
             self._queue.append(_Pending(source_key_text(b), cbor2.dumps(b)))
             self.stats.submitted += 1
         async with self._changed:
@@ -297,7 +293,14 @@ class IngestClient:
                     ctype = resp.content_type
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 delay = self._backoff(attempt)
-                log.warning("ingest: %s: %r; resending %d batches in %.2fs", self.url, exc, len(chunk), delay)
+                log.warning(
+                    "ingest: %s: %s: %s; resending %d batches in %.2fs",
+                    self.url,
+                    type(exc).__name__,
+                    exc,
+                    len(chunk),
+                    delay,
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue

@@ -22,7 +22,7 @@ def backoff_delay(
     """
     r = rng or random
     cap = min(max_s, initial_s * (2 ** min(attempt, 30)))
-    delay = cap / 2 + r.random() * cap / 2
+    delay: float = cap / 2 + r.random() * cap / 2
     if isinstance(error, ThrottledSinkError):
         delay = max(delay, min(error.retry_after_s, 3600.0))
     return delay

@@ -45,7 +45,14 @@ def batch_to_obj(b: Batch) -> dict[str, Any]:
         "kind": b.kind,
         "r": [_reading_row(r) for r in b.readings],
         "w": [
-            [w.metric, w.unit, w.start_ns, w.period_ns, int(w.time_quality), w.samples.astype(_LE_I32).tobytes()]
+            [
+                w.metric,
+                w.unit,
+                w.start_ns,
+                w.period_ns,
+                int(w.time_quality),
+                w.samples.astype(_LE_I32).tobytes(),
+            ]
             for w in b.waveforms
         ],
     }

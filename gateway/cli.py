@@ -75,7 +75,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     reg = DeviceRegistry.open(_state_dir(args))
     try:
         if args.devices_cmd == "list":
-            devices = reg.list()
+            devices = reg.all()
             if args.json:
                 _print(describe(devices))
             else:
@@ -155,7 +155,13 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     if not (state_dir / "gateway.key").exists():
         raise GatewayError(f"{state_dir} holds no gateway key yet (it is created on the first run)")
     ident = load_or_create(state_dir)
-    _print({"did": ident.did, "public_key_hex": ident.public_key_bytes.hex(), "key_file": str(state_dir / "gateway.key")})
+    _print(
+        {
+            "did": ident.did,
+            "public_key_hex": ident.public_key_bytes.hex(),
+            "key_file": str(state_dir / "gateway.key"),
+        }
+    )
     return 0
 
 
@@ -247,9 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl = ob_sub.add_parser("dead-letters", help="list dead letters", description="List dead letters.")
     _state_args(dl)
     dl.add_argument("--sink")
-    rd = ob_sub.add_parser(
-        "redrive", help="release dead letters for another try", description="Re-drive dead letters."
-    )
+    rd = ob_sub.add_parser("redrive", help="release dead letters for another try", description="Re-drive dead letters.")
     _state_args(rd)
     rd.add_argument("--sink")
     ob.set_defaults(func=cmd_outbox)

@@ -33,7 +33,13 @@ log = logging.getLogger(__name__)
 
 async def _sim_devices(patients: int) -> dict[str, dict[str, str]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "firmware_sim", "devices", "--patients", str(patients), "--json",
+        sys.executable,
+        "-m",
+        "firmware_sim",
+        "devices",
+        "--patients",
+        str(patients),
+        "--json",
         stdout=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(30):
@@ -51,7 +57,10 @@ def _view(gw: Gateway, rate: float, sim_running: bool) -> Group:
         ("ds4h-gateway demo  ", "bold"),
         (f"{gw.identity.did[:32]}…  ", "dim"),
         (f"control API {gw.url}  ", "cyan"),
-        ("clock synchronised" if s["clock_synchronised"] else "clock NOT synchronised: times flagged", "yellow"),
+        (
+            "clock synchronised" if s["clock_synchronised"] else "clock NOT synchronised: times flagged",
+            "yellow",
+        ),
     )
     totals = Table(show_header=True, header_style="bold")
     for col in ("committed", "points/s", "duplicates", "lost", "quarantined", "simulator"):
@@ -69,7 +78,13 @@ def _view(gw: Gateway, rate: float, sim_running: bool) -> Group:
         sinks.add_column(col, justify="right")
     for name, fwd in c["readings_forwarded"].items():
         o = s.get("outbox", {}).get(name, {})
-        sinks.add_row(name, f"{fwd:,}", str(o.get("pending_batches", "…")), str(o.get("oldest_age_s", "…")), str(o.get("dead_letters", "…")))
+        sinks.add_row(
+            name,
+            f"{fwd:,}",
+            str(o.get("pending_batches", "…")),
+            str(o.get("oldest_age_s", "…")),
+            str(o.get("dead_letters", "…")),
+        )
     devices = Table(show_header=True, header_style="bold")
     devices.add_column("device")
     devices.add_column("kind")

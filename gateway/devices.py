@@ -110,7 +110,7 @@ class DeviceRegistry:
         device_id = self._by_identity.get((kind, _norm_identity(kind, value)))
         return None if device_id is None else self._cache.get(device_id)
 
-    def list(self) -> list[Device]:
+    def all(self) -> list[Device]:
         self.refresh(force=True)
         return sorted(self._cache.values(), key=lambda d: d.id)
 

@@ -18,16 +18,16 @@ class StateError(GatewayError):
     """The state directory or one of its databases cannot be used."""
 
 
-class DeviceIdError(GatewayError, ValueError):
-    """A device id is not canonical (lowercase ``[a-z0-9][a-z0-9-]{0,63}``)."""
-
-
 class RegistryError(GatewayError):
     """A device registry operation failed (unknown device, duplicate identity …)."""
 
 
 class PayloadError(GatewayError, ValueError):
     """An input payload is malformed; the message says what and where."""
+
+
+class DeviceIdError(PayloadError):
+    """A device id is not canonical (lowercase ``[a-z0-9][a-z0-9-]{0,63}``)."""
 
 
 class ProvenanceError(GatewayError):

@@ -9,6 +9,7 @@ the ones behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -77,10 +78,8 @@ class Forwarder:
                     self.idle.set()
                     if self._stopping:
                         return
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-                    except TimeoutError:
-                        pass
                     self.wake.clear()
                     continue
                 self.idle.clear()
@@ -91,9 +90,7 @@ class Forwarder:
                 except (RetryableSinkError, ThrottledSinkError) as e:
                     kind = "throttled" if isinstance(e, ThrottledSinkError) else "retryable"
                     self._metrics.sink_errors.labels(sink=name, kind=kind).inc()
-                    delay = backoff_delay(
-                        attempt, e, initial_s=self._retry_initial_s, max_s=self._retry_max_s
-                    )
+                    delay = backoff_delay(attempt, e, initial_s=self._retry_initial_s, max_s=self._retry_max_s)
                     attempt += 1
                     self.last_error = str(e)
                     log.warning("sink %s: %s; retrying in %.1f s (attempt %d)", name, e, delay, attempt)

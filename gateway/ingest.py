@@ -49,7 +49,8 @@ def parse_body(body: bytes, content_type: str) -> list[Any]:
         else:
             raise PayloadError(f"unsupported content type {content_type!r}; use application/cbor or application/json")
     except (ValueError, cbor2.CBORDecodeError, RecursionError) as e:
-        raise PayloadError(f"body is not valid {content_type or 'CBOR'}: {e}") from e
+        kind = "JSON" if "json" in content_type else "CBOR"
+        raise PayloadError(f"body is not valid {kind}: {e}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("batches"), list):
         raise PayloadError("body must be a map with a 'batches' list")
     batches: list[Any] = doc["batches"]
@@ -97,6 +98,8 @@ class IngestSource:
         key = m.get("key")
         if not isinstance(key, list) or not 1 <= len(key) <= 4:
             raise PayloadError("'key' must be a list of 1 to 4 strings/integers")
+        if not isinstance(device_id, str):
+            raise PayloadError("'device' must be a device id string")
         skey = SourceKey(device_id, tuple(key))  # validates the device id and parts
         device = self._registry.get(skey.device_id)
         clock = _int(m, "clock", required=False)
@@ -119,7 +122,9 @@ class IngestSource:
         for r in readings:
             ident = (r.metric, r.device_time_ns)
             if ident in seen:
-                raise PayloadError(f"two {r.metric} readings share the time {r.device_time_ns}: distinct readings need distinct times")
+                raise PayloadError(
+                    f"two {r.metric} readings share the time {r.device_time_ns}: distinct readings need distinct times"
+                )
             seen.add(ident)
         waveforms = tuple(self._waveform(w, skew, base_tq) for w in waves_in)
         return Batch(
@@ -201,9 +206,23 @@ class IngestSource:
                 continue
             device = self._registry.get(batch.device_id)
             if device is None:
-                self._reject(results, i, "unknown_device", f"device {batch.device_id} is not registered", batch.device_id, payload_for_hash)
+                self._reject(
+                    results,
+                    i,
+                    "unknown_device",
+                    f"device {batch.device_id} is not registered",
+                    batch.device_id,
+                    payload_for_hash,
+                )
             elif not device.enabled:
-                self._reject(results, i, "disabled_device", f"device {batch.device_id} is disabled", batch.device_id, payload_for_hash)
+                self._reject(
+                    results,
+                    i,
+                    "disabled_device",
+                    f"device {batch.device_id} is disabled",
+                    batch.device_id,
+                    payload_for_hash,
+                )
             else:
                 good.append((i, batch))
         if good:
@@ -216,7 +235,13 @@ class IngestSource:
         self._committer.quarantine(record)
 
     def _reject(
-        self, results: list[IngestResult | None], i: int, reason: str, detail: str, device_id: Any, payload: bytes
+        self,
+        results: list[IngestResult | None],
+        i: int,
+        reason: str,
+        detail: str,
+        device_id: Any,
+        payload: bytes,
     ) -> None:
         dev = device_id if isinstance(device_id, str) else None
         self._committer.quarantine(QuarantineRecord(reason, detail, dev, payload))

@@ -12,15 +12,15 @@ class GatewayMetrics:
             "ds4h_readings_ingested", "Points (readings + waveform samples) accepted for commit", registry=r
         )
         self.readings_committed = Counter(
-            "ds4h_readings_committed", "Points durably committed to the outbox (new, not duplicates)", registry=r
+            "ds4h_readings_committed",
+            "Points durably committed to the outbox (new, not duplicates)",
+            registry=r,
         )
         self.batches_committed = Counter("ds4h_batches_committed", "Batches committed", registry=r)
         self.batches_duplicate = Counter(
             "ds4h_batches_duplicate", "Redelivered batches answered 'already committed'", registry=r
         )
-        self.readings_forwarded = Counter(
-            "ds4h_readings_forwarded", "Points written to a sink", ["sink"], registry=r
-        )
+        self.readings_forwarded = Counter("ds4h_readings_forwarded", "Points written to a sink", ["sink"], registry=r)
         self.batches_forwarded = Counter("ds4h_batches_forwarded", "Batches written to a sink", ["sink"], registry=r)
         self.rejected = Counter("ds4h_rejected", "Inputs quarantined, by reason", ["reason"], registry=r)
         self.readings_lost = Counter(
@@ -29,10 +29,15 @@ class GatewayMetrics:
             registry=r,
         )
         self.quarantine_overflow = Counter(
-            "ds4h_quarantine_overflow", "Quarantine records not stored because the buffer was full", registry=r
+            "ds4h_quarantine_overflow",
+            "Quarantine records not stored because the buffer was full",
+            registry=r,
         )
         self.dead_lettered = Counter(
-            "ds4h_dead_lettered", "Batches a sink rejected, moved to the dead-letter table", ["sink"], registry=r
+            "ds4h_dead_lettered",
+            "Batches a sink rejected, moved to the dead-letter table",
+            ["sink"],
+            registry=r,
         )
         self.sink_errors = Counter("ds4h_sink_errors", "Failed sink writes, by class", ["sink", "kind"], registry=r)
         self.commit_failures = Counter("ds4h_commit_failures", "Outbox transactions that failed", registry=r)
@@ -41,14 +46,18 @@ class GatewayMetrics:
             "ds4h_backpressure_refusals", "Batches refused (not acknowledged) under back-pressure", registry=r
         )
         self.pruned_envelopes = Counter(
-            "ds4h_pruned_envelopes", "Delivered envelopes pruned from the provenance archive", ["why"], registry=r
+            "ds4h_pruned_envelopes",
+            "Delivered envelopes pruned from the provenance archive",
+            ["why"],
+            registry=r,
         )
-        self.pruned_history = Counter(
-            "ds4h_pruned_history_rows", "Local history rows pruned", ["why"], registry=r
-        )
+        self.pruned_history = Counter("ds4h_pruned_history_rows", "Local history rows pruned", ["why"], registry=r)
         self.outbox_depth = Gauge("ds4h_outbox_depth", "Batches not yet delivered, per sink", ["sink"], registry=r)
         self.outbox_oldest_age = Gauge(
-            "ds4h_outbox_oldest_age_seconds", "Age of the oldest undelivered batch, per sink", ["sink"], registry=r
+            "ds4h_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered batch, per sink",
+            ["sink"],
+            registry=r,
         )
         self.dead_letters = Gauge("ds4h_dead_letters", "Dead letters held, per sink", ["sink"], registry=r)
         self.disk_used = Gauge("ds4h_disk_used_bytes", "Bytes used by outbox, archive and history", registry=r)

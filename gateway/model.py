@@ -130,11 +130,13 @@ class Waveform:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Waveform):
             return NotImplemented
-        return (
-            (self.metric, self.unit, self.start_ns, self.period_ns, self.time_quality)
-            == (other.metric, other.unit, other.start_ns, other.period_ns, other.time_quality)
-            and np.array_equal(self.samples, other.samples)
-        )
+        return (self.metric, self.unit, self.start_ns, self.period_ns, self.time_quality) == (
+            other.metric,
+            other.unit,
+            other.start_ns,
+            other.period_ns,
+            other.time_quality,
+        ) and np.array_equal(self.samples, other.samples)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -130,7 +130,9 @@ class Gateway:
             "readings_committed": int(m("ds4h_readings_committed_total")),
             "batches_committed": int(m("ds4h_batches_committed_total")),
             "batches_duplicate": int(m("ds4h_batches_duplicate_total")),
-            "readings_forwarded": {s.name: int(m("ds4h_readings_forwarded_total", {"sink": s.name})) for s, _ in self.sinks},
+            "readings_forwarded": {
+                s.name: int(m("ds4h_readings_forwarded_total", {"sink": s.name})) for s, _ in self.sinks
+            },
             "readings_lost": int(m("ds4h_readings_lost_total")),
             "backpressure_refusals": int(m("ds4h_backpressure_refusals_total")),
         }
@@ -146,13 +148,16 @@ class Gateway:
             "commit_queue": self.committer.queue_depth,
             "counters": self.counters(),
             "sinks": {f.sink.name: {"last_error": f.last_error} for f in self.forwarders},
-            "devices": [{"id": d.id, "kind": d.kind, "enabled": d.enabled} for d in self.registry.list()],
+            "devices": [{"id": d.id, "kind": d.kind, "enabled": d.enabled} for d in self.registry.all()],
             **self._stats,
         }
 
     def health(self) -> dict[str, Any]:
         ok = self.ready.is_set() and self.committer.accepting
-        return {"status": "ok" if ok else "starting" if not self.ready.is_set() else "stopping", "did": self.identity.did}
+        return {
+            "status": "ok" if ok else "starting" if not self.ready.is_set() else "stopping",
+            "did": self.identity.did,
+        }
 
     # --- lifecycle -----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -218,7 +223,11 @@ class Gateway:
             self.metrics.outbox_depth.labels(sink=sink.name).set(depth)
             self.metrics.outbox_oldest_age.labels(sink=sink.name).set(age)
             self.metrics.dead_letters.labels(sink=sink.name).set(dead)
-            outbox[sink.name] = {"pending_batches": depth, "oldest_age_s": round(age, 3), "dead_letters": dead}
+            outbox[sink.name] = {
+                "pending_batches": depth,
+                "oldest_age_s": round(age, 3),
+                "dead_letters": dead,
+            }
         return {
             "outbox": outbox,
             "quarantine": store.quarantine_counts(),

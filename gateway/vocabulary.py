@@ -44,9 +44,7 @@ METRICS: dict[str, Metric] = {
             "41653-7",
             ("mg/dL", "mmol/L"),
         ),
-        Metric(
-            "glucose_capillary_plasma", 160188, "MDC_CONC_GLU_CAPILLARY_PLASMA", None, ("mg/dL", "mmol/L")
-        ),
+        Metric("glucose_capillary_plasma", 160188, "MDC_CONC_GLU_CAPILLARY_PLASMA", None, ("mg/dL", "mmol/L")),
         Metric("glucose_isf", 160212, "MDC_CONC_GLU_ISF", "99504-3", ("mg/dL", "mmol/L")),
         Metric("hba1c", 160220, "MDC_CONC_HBA1C", None, ("%",)),
         Metric("ecg", 131328, "MDC_ECG_ELEC_POTL", None, ("uV",), waveform=True),

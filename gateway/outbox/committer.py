@@ -164,9 +164,7 @@ class Committer:
         quarantined = list(self._quarantine)
         self._quarantine.clear()
         try:
-            results = await loop.run_in_executor(
-                self._executor, self._write, [b for b, _ in live], quarantined
-            )
+            results = await loop.run_in_executor(self._executor, self._write, [b for b, _ in live], quarantined)
         except Exception as e:  # the sources must learn that nothing was committed
             err = e if isinstance(e, OutboxError) else OutboxError(f"commit failed: {e}")
             log.error("outbox commit failed: %s", e)
@@ -214,16 +212,11 @@ class Committer:
                 bodies = [encode_batch(b) for b, _ in fresh]
                 cose = build_envelope(self._identity, n, self._prev_hash, now, bodies)
                 h = envelope_hash(cose)
-                conn.execute(
-                    "INSERT INTO envelopes (n, created_ns, hash, cose) VALUES (?, ?, ?, ?)", (n, now, h, cose)
-                )
+                conn.execute("INSERT INTO envelopes (n, created_ns, hash, cose) VALUES (?, ?, ?, ?)", (n, now, h, cose))
                 conn.executemany(
                     "INSERT INTO batches (source_key, envelope_n, idx, device_id, priority, n_points, committed_ns)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (k, n, i, b.device_id, int(b.priority), b.n_points, now)
-                        for i, (b, k) in enumerate(fresh)
-                    ],
+                    [(k, n, i, b.device_id, int(b.priority), b.n_points, now) for i, (b, k) in enumerate(fresh)],
                 )
             if quarantined:
                 conn.executemany(

@@ -35,7 +35,11 @@ class Pending:
 
 
 def open_outbox(
-    state_dir: Path, synchronous: Synchronous = "FULL", *, check_same_thread: bool = False, readonly: bool = False
+    state_dir: Path,
+    synchronous: Synchronous = "FULL",
+    *,
+    check_same_thread: bool = False,
+    readonly: bool = False,
 ) -> sqlite3.Connection:
     return connect(
         state_dir / "outbox.db",
@@ -150,7 +154,8 @@ class OutboxStore:
             urgent = [p.id for p in done if p.lane == "urgent"]
             if urgent:
                 conn.executemany(
-                    "INSERT OR IGNORE INTO sink_ahead (sink, batch_id) VALUES (?, ?)", [(sink, i) for i in urgent]
+                    "INSERT OR IGNORE INTO sink_ahead (sink, batch_id) VALUES (?, ?)",
+                    [(sink, i) for i in urgent],
                 )
             bulk = [p.id for p in done if p.lane == "bulk"]
             if bulk:

@@ -29,9 +29,7 @@ class ChainReport:
 
 
 def _label(position: int, number: int | None) -> str:
-    return (
-        f"envelope {number}" if number is not None else f"envelope at position {position} (number unreadable)"
-    )
+    return f"envelope {number}" if number is not None else f"envelope at position {position} (number unreadable)"
 
 
 def _link_problems(
@@ -73,9 +71,7 @@ def verify_chain(
         else:
             if did is None:
                 did = env.did
-            report.problems.extend(
-                _link_problems(label, env.number, env.prev_hash, before_number, before_hash)
-            )
+            report.problems.extend(_link_problems(label, env.number, env.prev_hash, before_number, before_hash))
         if position == 0:
             report.first_number = number
         report.last_number = number

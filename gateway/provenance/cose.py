@@ -113,9 +113,7 @@ def _split(message: bytes) -> tuple[bytes, Mapping[Any, Any], bytes, bytes]:
             raise ProvenanceError(f"COSE_Sign1: unexpected CBOR tag {obj.tag} (expected 18 or none)")
         obj = obj.value
     if not isinstance(obj, list | tuple) or len(obj) != 4:
-        raise ProvenanceError(
-            "COSE_Sign1: not an array of 4 items [protected, unprotected, payload, signature]"
-        )
+        raise ProvenanceError("COSE_Sign1: not an array of 4 items [protected, unprotected, payload, signature]")
     protected, unprotected, payload, signature = obj
     if not isinstance(protected, bytes):
         raise ProvenanceError("COSE_Sign1: protected header is not a byte string")
@@ -138,9 +136,7 @@ def _headers(protected: bytes, unprotected: Mapping[Any, Any]) -> tuple[int, byt
     if both:
         raise ProvenanceError(f"COSE header labels {sorted(map(repr, both))} appear in both header buckets")
     if HDR_CRIT in prot_map or HDR_CRIT in unprotected:
-        raise ProvenanceError(
-            "COSE header has critical extensions (label 2) this verifier does not understand"
-        )
+        raise ProvenanceError("COSE header has critical extensions (label 2) this verifier does not understand")
     if HDR_ALG not in prot_map:
         raise ProvenanceError("COSE protected header has no alg (label 1)")
     alg = prot_map[HDR_ALG]

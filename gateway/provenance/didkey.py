@@ -40,9 +40,7 @@ def b58decode(text: str) -> bytes:
         try:
             num = num * 58 + _B58_INDEX[ch]
         except KeyError:
-            raise ProvenanceError(
-                f"base58btc: character {ch!r} at position {pos} is not in the alphabet"
-            ) from None
+            raise ProvenanceError(f"base58btc: character {ch!r} at position {pos} is not in the alphabet") from None
     n_zeros = len(text) - len(text.lstrip("1"))
     body = num.to_bytes((num.bit_length() + 7) // 8, "big") if num else b""
     return b"\x00" * n_zeros + body
@@ -65,17 +63,13 @@ def public_from_did_key(did: str) -> bytes:
         raise ProvenanceError(f"not an Ed25519 did:key (must start with {DID_KEY_PREFIX!r}): {did!r:.120}")
     encoded = did[len(DID_KEY_PREFIX) :]
     if not encoded or len(encoded) > _MAX_ENCODED_LEN:
-        raise ProvenanceError(
-            f"did:key {did!r:.120}: multibase value has an impossible length {len(encoded)}"
-        )
+        raise ProvenanceError(f"did:key {did!r:.120}: multibase value has an impossible length {len(encoded)}")
     try:
         raw = b58decode(encoded)
     except ProvenanceError as e:
         raise ProvenanceError(f"did:key {did!r}: {e}") from e
     if len(raw) != len(ED25519_PUB_MULTICODEC) + _KEY_LEN:
-        raise ProvenanceError(
-            f"did:key {did!r}: decodes to {len(raw)} bytes, expected 34 (ED 01 + 32-byte key)"
-        )
+        raise ProvenanceError(f"did:key {did!r}: decodes to {len(raw)} bytes, expected 34 (ED 01 + 32-byte key)")
     if not raw.startswith(ED25519_PUB_MULTICODEC):
         raise ProvenanceError(f"did:key {did!r}: multicodec prefix {raw[:2].hex()} is not ed01 (ed25519-pub)")
     return raw[len(ED25519_PUB_MULTICODEC) :]

@@ -82,9 +82,7 @@ def build_envelope(
     if number == 1 and prev_hash != GENESIS_PREV:
         raise ProvenanceError("envelope 1 (genesis) must have 32 zero bytes as prev hash")
     if not _is_int(created_ns) or created_ns < 0:
-        raise ProvenanceError(
-            f"envelope {number}: creation time must be an integer ≥ 0 ns, got {created_ns!r}"
-        )
+        raise ProvenanceError(f"envelope {number}: creation time must be an integer ≥ 0 ns, got {created_ns!r}")
     bodies = list(batch_bodies)
     for i, body in enumerate(bodies):
         if not isinstance(body, bytes):

@@ -35,9 +35,7 @@ class GatewayIdentity:
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         if not isinstance(private_key, Ed25519PrivateKey):
-            raise StateError(
-                f"gateway identity needs an Ed25519 private key, got {type(private_key).__name__}"
-            )
+            raise StateError(f"gateway identity needs an Ed25519 private key, got {type(private_key).__name__}")
         self._private_key = private_key
         self.public_key: Ed25519PublicKey = private_key.public_key()
         self.public_key_bytes: bytes = self.public_key.public_bytes(

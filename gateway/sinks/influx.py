@@ -60,9 +60,7 @@ _ERROR_TEXT_MAX = 300
 _RETRYABLE_4XX = frozenset({401, 403, 404, 408})
 
 
-def parse_retry_after(
-    value: str | None, *, default: float = DEFAULT_RETRY_AFTER_S, now: float | None = None
-) -> float:
+def parse_retry_after(value: str | None, *, default: float = DEFAULT_RETRY_AFTER_S, now: float | None = None) -> float:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 10.2.3).
 
     Missing or unparsable values give ``default``; dates in the past give 0.
@@ -244,9 +242,7 @@ class InfluxSink:
         api = self._api()
         try:
             async with asyncio.timeout(self.timeout_s):
-                await api.write(
-                    bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS
-                )
+                await api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS)
         except ApiException as exc:
             raise self._classify(exc) from exc
         except TimeoutError as exc:

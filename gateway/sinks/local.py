@@ -146,8 +146,7 @@ class LocalSink:
         candidates = [r[0] for r in (row, wrow) if r is not None]
         if not candidates:
             oldest = self._conn.execute(
-                "SELECT MAX(t) FROM (SELECT MAX(t_ns) AS t FROM readings UNION ALL"
-                " SELECT MAX(start_ns) FROM waveforms)"
+                "SELECT MAX(t) FROM (SELECT MAX(t_ns) AS t FROM readings UNION ALL SELECT MAX(start_ns) FROM waveforms)"
             ).fetchone()
             if oldest[0] is None:
                 return 0

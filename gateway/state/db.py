@@ -51,7 +51,9 @@ def connect(
     if version < len(migrations):
         if readonly:
             conn.close()
-            raise StateError(f"{path}: schema version {version} is older than {len(migrations)}; start the gateway once to migrate")
+            raise StateError(
+                f"{path}: schema version {version} is older than {len(migrations)}; start the gateway once to migrate"
+            )
         try:
             conn.execute("BEGIN IMMEDIATE")
             # re-read under the write lock: another process may have migrated meanwhile
