@@ -68,9 +68,12 @@ services:
 test: venv services
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# runs both tools, fails if either fails
 lint: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	@rc=0; \
+	echo "$(VENV)/bin/ruff check ."; $(VENV)/bin/ruff check . || rc=1; \
+	echo "$(VENV)/bin/mypy"; $(VENV)/bin/mypy || rc=1; \
+	exit $$rc
 
 bench: venv
 	$(PY) benchmarks/run_all.py

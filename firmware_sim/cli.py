@@ -291,7 +291,7 @@ def flood_batches(
     log.debug("flood: %d batches of %s over %s", batches, kind, ids)
     for n in range(batches):
         d, j = n % patients, n // patients
-        b: BatchMap = {"device": ids[d], "key": [boots[d], j + 1], "clock": time.time_ns()}
+        b: BatchMap = {"device": ids[d], "key": [boots[d], j + 1]}
         if readings_per_batch:
             t0 = r_base + j * readings_per_batch * reading_step
             values = rng.integers(55, 110, size=readings_per_batch).tolist()

@@ -238,7 +238,7 @@ class Fleet:
         readings: list[dict[str, Any]] | None = None,
         waveforms: list[dict[str, Any]] | None = None,
     ) -> BatchMap:
-        b: BatchMap = {"device": dev.device_id, "key": dev.next_key(), "clock": now_ns}
+        b: BatchMap = {"device": dev.device_id, "key": dev.next_key()}
         if readings:
             b["readings"] = readings
         if waveforms:

@@ -68,12 +68,19 @@ def _cbor_head(major: int, n: int) -> bytes:
     return bytes([mt | 27]) + n.to_bytes(8, "big")
 
 
-_BODY_PREFIX = _cbor_head(5, 1) + cbor2.dumps("batches")
+_BODY_PREFIX = _cbor_head(5, 2) + cbor2.dumps("clock")
+_BATCHES_KEY = cbor2.dumps("batches")
 
 
-def encode_body(encoded_batches: list[bytes]) -> bytes:
-    """``cbor2.dumps({"batches": [...]})`` from batches already CBOR-encoded one by one."""
-    return b"".join([_BODY_PREFIX, _cbor_head(4, len(encoded_batches)), *encoded_batches])
+def encode_body(encoded_batches: list[bytes], clock_ns: int) -> bytes:
+    """``cbor2.dumps({"clock": clock_ns, "batches": [...]})`` from batches already CBOR-encoded one by one.
+
+    ``clock`` is the device's clock at the moment of sending (set anew on every resend), from which the
+    gateway estimates the device's clock offset.
+    """
+    return b"".join(
+        [_BODY_PREFIX, cbor2.dumps(clock_ns), _BATCHES_KEY, _cbor_head(4, len(encoded_batches)), *encoded_batches]
+    )
 
 
 @dataclass(slots=True)
@@ -282,7 +289,7 @@ class IngestClient:
             await self._pace(len(chunk))
             self.stats.requests += 1
             self.stats.sent += len(chunk)
-            body = encode_body([p.body for p in chunk])
+            body = encode_body([p.body for p in chunk], time.time_ns())
             try:
                 async with self._session.post(
                     self.url, data=body, headers=self._headers, timeout=self._timeout

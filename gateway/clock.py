@@ -13,6 +13,7 @@ import ctypes.util
 import logging
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 log = logging.getLogger(__name__)
@@ -71,3 +72,33 @@ class ClockMonitor:
                 log.warning("gateway clock is %s", "synchronised" if synced else "NOT synchronised")
             self._synced = synced
         return self._synced
+
+
+class SkewTracker:
+    """Per-device clock offset (gateway − device) with hysteresis, after protocols.md §7.4.
+
+    Each request gives one sample ``received − device clock``, which includes the network latency. Using
+    every sample as is would let latency jitter shift a device's readings against each other (two readings
+    1 ms apart could swap or collide). So the offset is fixed at the first sample and re-estimated only
+    when a sample departs from it by more than ``tolerance_ns`` (the device clock was set, or drifted):
+    within a device's stream the relative timing stays exactly as the device measured it. Estimates are
+    persisted so a gateway restart does not shift a stream either.
+    """
+
+    def __init__(self, tolerance_ns: int, initial: Mapping[str, int], save: Callable[[str, int], None]) -> None:
+        self._tolerance_ns = tolerance_ns
+        self._skew = dict(initial)
+        self._save = save
+
+    def offset(self, device_id: str, received_ns: int, device_clock_ns: int) -> int:
+        sample = received_ns - device_clock_ns
+        current = self._skew.get(device_id)
+        if current is not None and abs(sample - current) <= self._tolerance_ns:
+            return current
+        if current is not None:
+            log.info(
+                "device %s: clock offset re-estimated from %.3f s to %.3f s", device_id, current / 1e9, sample / 1e9
+            )
+        self._skew[device_id] = sample
+        self._save(device_id, sample)
+        return sample

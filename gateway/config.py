@@ -33,6 +33,8 @@ class GatewaySection(_Section):
     """Where the gateway keeps its key, outbox, registry, history and control token."""
     clock: Literal["auto", "synced", "unsynced"] = "auto"
     """``auto`` asks the kernel whether the clock is synchronised; the others force the answer."""
+    clock_skew_tolerance_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """A device's clock offset is re-estimated only when a new sample departs from it by more than this."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_flush_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     """On SIGTERM/SIGINT: how long sinks may keep forwarding before the gateway exits."""

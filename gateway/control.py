@@ -103,12 +103,12 @@ class ControlServer:
             self._ingest_reject("too_large", "request body over web.max_body_bytes")
             raise
         try:
-            maps = parse_body(body, request.content_type)
+            req = parse_body(body, request.content_type)
         except PayloadError as e:
             self._ingest_reject("malformed", str(e), body)
             return web.json_response({"error": str(e)}, status=400)
         try:
-            results = await self._ingest.ingest(maps, body)
+            results = await self._ingest.ingest(req.batches, body, req.clock_ns)
         except BackpressureError as e:
             return web.json_response(
                 {"error": str(e)}, status=503, headers={"Retry-After": str(max(1, round(e.retry_after_s)))}

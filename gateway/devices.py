@@ -38,6 +38,13 @@ MIGRATIONS = (
         PRIMARY KEY (kind, value)
     )
     """,
+    """
+    CREATE TABLE clock_skew (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+        skew_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL
+    )
+    """,
 )
 
 
@@ -173,6 +180,17 @@ class DeviceRegistry:
             )
             added.append(device_id)
         return added
+
+    def clock_skews(self) -> dict[str, int]:
+        """Last estimated clock offset (gateway − device, ns) per device."""
+        return {r[0]: int(r[1]) for r in self._conn.execute("SELECT device_id, skew_ns FROM clock_skew")}
+
+    def set_clock_skew(self, device_id: str, skew_ns: int) -> None:
+        self._conn.execute(
+            "INSERT INTO clock_skew (device_id, skew_ns, updated_ns) VALUES (?, ?, ?) ON CONFLICT (device_id)"
+            " DO UPDATE SET skew_ns = excluded.skew_ns, updated_ns = excluded.updated_ns",
+            (device_id, skew_ns, time.time_ns()),
+        )
 
     def _tx(self) -> _Tx:
         return _Tx(self._conn)

@@ -138,6 +138,8 @@ class Forwarder:
             self._metrics.sink_errors.labels(sink=self.sink.name, kind="rejected").inc()
             if len(batches) == 1:
                 return [(work[0], str(e))]
+        except (RetryableSinkError, ThrottledSinkError):
+            raise
         except SinkError as e:  # an unclassified sink error is treated as transient
             raise RetryableSinkError(str(e)) from e
         mid = len(batches) // 2

@@ -17,7 +17,7 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from gateway.clock import ClockMonitor
+from gateway.clock import ClockMonitor, SkewTracker
 from gateway.devices import DeviceRegistry
 from gateway.errors import PayloadError
 from gateway.model import AbsentReason, Batch, Reading, SourceKey, TimeQuality, Waveform
@@ -39,8 +39,15 @@ class IngestResult:
         return {"status": self.status} if self.reason is None else {"status": self.status, "reason": self.reason}
 
 
-def parse_body(body: bytes, content_type: str) -> list[Any]:
-    """Decode a request body into its list of batch maps, or raise PayloadError."""
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    batches: list[Any]
+    clock_ns: int | None
+    """The sender's clock when it sent the request (for the device clock offset)."""
+
+
+def parse_body(body: bytes, content_type: str) -> IngestRequest:
+    """Decode a request body into its batch maps and clock, or raise PayloadError."""
     try:
         if content_type in ("application/json", "text/json"):
             doc = json.loads(body)
@@ -56,7 +63,7 @@ def parse_body(body: bytes, content_type: str) -> list[Any]:
     batches: list[Any] = doc["batches"]
     if len(batches) > MAX_BATCHES_PER_REQUEST:
         raise PayloadError(f"at most {MAX_BATCHES_PER_REQUEST} batches per request")
-    return batches
+    return IngestRequest(batches, _int(doc, "clock", required=False))
 
 
 def _int(m: dict[str, Any], k: str, *, required: bool = True) -> int | None:
@@ -83,14 +90,20 @@ def _samples(raw: Any) -> np.ndarray[Any, np.dtype[np.int32]]:
 
 class IngestSource:
     def __init__(
-        self, registry: DeviceRegistry, committer: Committer, clock: ClockMonitor, rules: PriorityRules
+        self,
+        registry: DeviceRegistry,
+        committer: Committer,
+        clock: ClockMonitor,
+        rules: PriorityRules,
+        skew: SkewTracker,
     ) -> None:
         self._registry = registry
         self._committer = committer
         self._clock = clock
         self._rules = rules
+        self._skew = skew
 
-    def to_batch(self, m: Any, received_ns: int, gateway_synced: bool) -> Batch:
+    def to_batch(self, m: Any, received_ns: int, gateway_synced: bool, clock: int | None = None) -> Batch:
         """Validate one batch map; raises PayloadError (malformed) — registry checks happen in :meth:`ingest`."""
         if not isinstance(m, dict):
             raise PayloadError("a batch must be a map")
@@ -102,11 +115,10 @@ class IngestSource:
             raise PayloadError("'device' must be a device id string")
         skey = SourceKey(device_id, tuple(key))  # validates the device id and parts
         device = self._registry.get(skey.device_id)
-        clock = _int(m, "clock", required=False)
         base_tq = TimeQuality.GOOD if gateway_synced else TimeQuality.GATEWAY_UNSYNCED
         skew = 0
-        if clock is not None:
-            skew = received_ns - clock
+        if clock is not None and device is not None and device.enabled:
+            skew = self._skew.offset(device.id, received_ns, clock)
         else:
             base_tq |= TimeQuality.DEVICE_UNCORRECTED
         readings_in = m.get("readings") or []
@@ -191,7 +203,9 @@ class IngestSource:
         assert t0 is not None and period is not None
         return Waveform(met.name, unit, t0 + skew, period, _samples(w.get("i32le")), tq)
 
-    async def ingest(self, maps: Sequence[Any], payload_for_hash: bytes = b"") -> list[IngestResult]:
+    async def ingest(
+        self, maps: Sequence[Any], payload_for_hash: bytes = b"", clock: int | None = None
+    ) -> list[IngestResult]:
         """Validate, quarantine what must not enter, commit the rest; one result per map, in order."""
         received_ns = time.time_ns()
         synced = self._clock.synced()
@@ -200,7 +214,7 @@ class IngestSource:
         for i, m in enumerate(maps):
             device_id = m.get("device") if isinstance(m, dict) else None
             try:
-                batch = self.to_batch(m, received_ns, synced)
+                batch = self.to_batch(m, received_ns, synced, clock)
             except PayloadError as e:
                 self._reject(results, i, "malformed", str(e), device_id, payload_for_hash)
                 continue

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.clock import ClockMonitor
+from gateway.clock import ClockMonitor, SkewTracker
 from gateway.config import Config, influx_token
 from gateway.control import ControlServer, write_control_file
 from gateway.devices import DeviceRegistry
@@ -59,7 +59,10 @@ class Gateway:
             max_batches=ob.group_commit_max_batches,
             queue_size=ob.queue_batches,
         )
-        self.ingest = IngestSource(self.registry, self.committer, self.clock, PriorityRules(ob.priority_rules))
+        skew = SkewTracker(
+            int(config.gateway.clock_skew_tolerance_s * 1e9), self.registry.clock_skews(), self.registry.set_clock_skew
+        )
+        self.ingest = IngestSource(self.registry, self.committer, self.clock, PriorityRules(ob.priority_rules), skew)
         self.local = LocalSink(self.state_dir, config.sinks.local.retention_days)
         self.sinks: list[tuple[Sink, int]] = [(self.local, config.sinks.local.max_batches_per_write)]
         if config.sinks.influx is not None:

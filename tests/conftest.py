@@ -14,9 +14,7 @@ import pytest
 from tests.faultproxy import FaultProxy
 from tests.services import Mosquitto, VictoriaMetrics
 
-SERVICE_FIXTURES = frozenset(
-    {"victoria_metrics", "vm_private", "mosquitto", "mosquitto_private", "fault_proxy"}
-)
+SERVICE_FIXTURES = frozenset({"victoria_metrics", "vm_private", "mosquitto", "mosquitto_private", "fault_proxy"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

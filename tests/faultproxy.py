@@ -246,9 +246,7 @@ class FaultProxy:
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
             ) as upstream:
                 payload = await upstream.read()
-                out_headers = CIMultiDict(
-                    (k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP
-                )
+                out_headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP)
                 status = upstream.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._record(request, len(body), 502, "upstream_error")

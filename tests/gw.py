@@ -57,11 +57,17 @@ def hr_batch(device: str, seq: int, value: float = 72.0, t_ns: int | None = None
     return {"device": device, "key": ["boot1", seq], "readings": [reading]}
 
 
-async def post(gw: Gateway, batches: list[dict[str, Any]], *, token: str | None = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token if token is not None else gw.token}", "Content-Type": "application/cbor"}
+async def post(
+    gw: Gateway, batches: list[dict[str, Any]], *, token: str | None = None, clock: int | None = None
+) -> tuple[int, Any]:
+    doc: dict[str, Any] = {"batches": batches} if clock is None else {"clock": clock, "batches": batches}
+    headers = {
+        "Authorization": f"Bearer {token if token is not None else gw.token}",
+        "Content-Type": "application/cbor",
+    }
     async with aiohttp.ClientSession() as s:
         async with asyncio.timeout(30):
-            async with s.post(f"{gw.url}/api/v1/ingest", data=cbor2.dumps({"batches": batches}), headers=headers) as r:
+            async with s.post(f"{gw.url}/api/v1/ingest", data=cbor2.dumps(doc), headers=headers) as r:
                 ctype = r.headers.get("Content-Type", "")
                 body = await r.json() if "json" in ctype else await r.text()
                 return r.status, body
@@ -75,7 +81,7 @@ async def get(gw: Gateway, path: str, *, auth: bool = True) -> tuple[int, str]:
                 return r.status, await r.text()
 
 
-async def wait_until(pred: Any, timeout: float = 20.0, what: str = "condition") -> None:
+async def wait_until(pred: Any, timeout: float = 20.0, what: str = "condition") -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():

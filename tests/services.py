@@ -190,10 +190,7 @@ class ManagedProcess:
 
     def _death_notice(self) -> str | None:
         if self._proc is not None and self._proc.poll() is not None:
-            return (
-                f"{self.name} exited with code {self._proc.returncode}; "
-                f"log {self.log_path}:\n{self.log_tail()}"
-            )
+            return f"{self.name} exited with code {self._proc.returncode}; log {self.log_path}:\n{self.log_tail()}"
         return None
 
     def start(self) -> Self:

@@ -81,9 +81,7 @@ def test_sig_structure_vector() -> None:
     ("alg", "protected", "signature"),
     [(-8, b"\xa1\x01\x27", SIG_ALG_M8), (-19, b"\xa1\x01\x32", SIG_ALG_M19)],
 )
-def test_sign1_vector_byte_for_byte(
-    t1_key: Ed25519PrivateKey, alg: int, protected: bytes, signature: bytes
-) -> None:
+def test_sign1_vector_byte_for_byte(t1_key: Ed25519PrivateKey, alg: int, protected: bytes, signature: bytes) -> None:
     msg = sign1(SENML_CBOR, t1_key, T1_KID, alg)
     assert len(msg) == 215
     assert msg[-64:].hex() == signature.hex()
@@ -117,9 +115,7 @@ def test_alg_allow_list(t1_key: Ed25519PrivateKey) -> None:
         sign1(SENML_CBOR, t1_key, T1_KID, -7)
 
 
-def _resign(
-    key: Ed25519PrivateKey, protected: bytes, unprotected: dict[int, object], payload: bytes
-) -> bytes:
+def _resign(key: Ed25519PrivateKey, protected: bytes, unprotected: dict[int, object], payload: bytes) -> bytes:
     """A correctly signed message with arbitrary headers (to test header checks, not signatures)."""
     sig = key.sign(sig_structure(protected, payload))
     return cbor2.dumps(cbor2.CBORTag(18, [protected, unprotected, payload, sig]))
@@ -142,9 +138,7 @@ def _resign(
         (b"\xa2\x01\x27\x01\x27", {4: T1_KID}, "malformed CBOR"),  # duplicate label
     ],
 )
-def test_header_checks(
-    t1_key: Ed25519PrivateKey, protected: bytes, unprotected: dict[int, object], match: str
-) -> None:
+def test_header_checks(t1_key: Ed25519PrivateKey, protected: bytes, unprotected: dict[int, object], match: str) -> None:
     msg = _resign(t1_key, protected, unprotected, SENML_CBOR)
     with pytest.raises(ProvenanceError, match=match):
         verify1(msg, t1_key.public_key())

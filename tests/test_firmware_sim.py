@@ -55,7 +55,7 @@ def shape_errors(b: Any) -> list[str]:
     errs: list[str] = []
     if not isinstance(b, dict):
         return ["batch is not a map"]
-    extra = set(b) - {"device", "key", "clock", "readings", "waveforms"}
+    extra = set(b) - {"device", "key", "readings", "waveforms"}
     if extra:
         errs.append(f"unknown keys {extra}")
     if not isinstance(b.get("device"), str) or not DEVICE_ID_RE.fullmatch(b["device"]):
@@ -242,7 +242,7 @@ def test_encode_body_matches_cbor2() -> None:
     batches = run_fleet(Fleet(1), 3)
     for n in (0, 1, 23, 24, 300):
         bs = (batches * 200)[:n]
-        assert encode_body([cbor2.dumps(b) for b in bs]) == cbor2.dumps({"batches": bs})
+        assert encode_body([cbor2.dumps(b) for b in bs], 123) == cbor2.dumps({"clock": 123, "batches": bs})
 
 
 # ---------------------------------------------------------------------------- CLI: devices

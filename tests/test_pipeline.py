@@ -126,14 +126,13 @@ async def test_waveform_and_time_correction(tmp_state_dir: Path) -> None:
     batch = {
         "device": "ecg-1",
         "key": ["boot", 1],
-        "clock": now - device_clock_behind_ns,
         "waveforms": [
             {"metric": "ecg", "u": "uV", "t0": now - device_clock_behind_ns - 10**9, "period": 4_000_000,
              "i32le": samples.tobytes()}
         ],
     }  # fmt: skip
     async with running(make_config(tmp_state_dir)) as gw:
-        status, body = await post(gw, [batch])
+        _status, body = await post(gw, [batch], clock=now - device_clock_behind_ns)
         assert body["results"][0]["status"] == "committed"
         await wait_until(lambda: gw.local.count() == (0, 250), what="waveform in history")
         conn = sqlite3.connect(tmp_state_dir / "history.db")
@@ -148,7 +147,7 @@ async def test_waveform_and_time_correction(tmp_state_dir: Path) -> None:
 
 async def test_group_commit_one_signature_per_commit_and_chain(tmp_state_dir: Path) -> None:
     async with running(make_config(tmp_state_dir)) as gw:
-        status, body = await post(gw, [hr_batch("hr-1", i) for i in range(500)])
+        _status, body = await post(gw, [hr_batch("hr-1", i) for i in range(500)])
         assert all(r["status"] == "committed" for r in body["results"])
         for i in range(500, 510):
             await post(gw, [hr_batch("hr-1", i)])

@@ -292,9 +292,7 @@ def test_batches_reports_bad_body(ident: GatewayIdentity) -> None:
 def _chain(ident: GatewayIdentity, count: int, start: int = 1, prev: bytes = GENESIS_PREV) -> list[bytes]:
     out: list[bytes] = []
     for n in range(start, start + count):
-        msg = build_envelope(
-            ident, n, prev, T0 + n, [encode_batch(_batch(n)), encode_batch(_batch(n + 1000))]
-        )
+        msg = build_envelope(ident, n, prev, T0 + n, [encode_batch(_batch(n)), encode_batch(_batch(n + 1000))])
         out.append(msg)
         prev = envelope_hash(msg)
     return out
@@ -372,9 +370,7 @@ def test_altered_batch_byte_detected(chain50: list[bytes], ident: GatewayIdentit
 def test_resigned_with_other_key_detected(chain50: list[bytes], ident: GatewayIdentity) -> None:
     impostor = GatewayIdentity.generate()
     original = open_envelope(chain50[40])
-    forged = build_envelope(
-        impostor, original.number, original.prev_hash, original.created_ns, original.batch_bodies
-    )
+    forged = build_envelope(impostor, original.number, original.prev_hash, original.created_ns, original.batch_bodies)
     tampered = list(chain50)
     tampered[40] = forged
     for expected in (ident.did, None):

@@ -148,9 +148,7 @@ def test_fault_proxy_413_over_max_body(fault_proxy: FaultProxy, victoria_metrics
     assert victoria_metrics.count_unique_points(f"{m}_value") == 21
 
 
-async def test_fault_proxy_sequences_drop_and_reset(
-    fault_proxy: FaultProxy, victoria_metrics: VictoriaMetrics
-) -> None:
+async def test_fault_proxy_sequences_drop_and_reset(fault_proxy: FaultProxy, victoria_metrics: VictoriaMetrics) -> None:
     fault_proxy.fail_next(2, 503)
     fault_proxy.fail_next(1, 400, body=b"bad line")
     fault_proxy.fail_next(1, 500)
