@@ -42,7 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.pipeline import Gateway
 
     config = load_config(args.config)
-    logging.getLogger().setLevel(config.gateway.log_level)
+    if not args.verbose:
+        logging.getLogger().setLevel(config.gateway.log_level)
 
     async def main() -> None:
         gw = Gateway(config)

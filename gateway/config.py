@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
 from gateway.model import check_device_id
+from gateway.vocabulary import METRICS
 
 ENV_PREFIX = "DS4H_"
 
@@ -58,6 +59,17 @@ class PriorityRule(_Section):
     above: float | None = None
     unit: str | None = None
     """Apply the rule only to readings in this unit (None: any unit)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PriorityRule:
+        m = METRICS.get(self.metric)
+        if m is None or m.waveform:
+            raise ValueError(f"metric {self.metric!r} is not a scalar metric of docs/schema.md")
+        if self.below is None and self.above is None:
+            raise ValueError("set below and/or above")
+        if self.unit is not None and self.unit not in m.units:
+            raise ValueError(f"unit {self.unit!r} is not one of {', '.join(m.units)}")
+        return self
 
 
 def _default_rules() -> tuple[PriorityRule, ...]:
@@ -154,13 +166,6 @@ class Config(_Section):
     dataspace: DataspaceSection = DataspaceSection()
     web: WebSection = WebSection()
 
-    @field_validator("devices")
-    @classmethod
-    def _device_ids(cls, v: dict[str, DeviceEntry]) -> dict[str, DeviceEntry]:
-        for device_id in v:
-            check_device_id(device_id)
-        return v
-
 
 def _env_value(text: str) -> Any:
     try:
@@ -194,11 +199,19 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")
         lines.append(f"{origin}: {loc}: {msg}")
     return "\n".join(lines)
 
 
 def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
+    devices = raw.get("devices")
+    if isinstance(devices, dict):
+        for device_id in devices:
+            try:
+                check_device_id(device_id)
+            except ValueError as e:
+                raise ConfigError(f"{origin}: devices.{device_id}: {e}") from None
     try:
         return Config.model_validate(raw)
     except ValidationError as e:

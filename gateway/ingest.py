@@ -214,7 +214,8 @@ class IngestSource:
         for i, m in enumerate(maps):
             device_id = m.get("device") if isinstance(m, dict) else None
             try:
-                batch = self.to_batch(m, received_ns, synced, clock)
+                # batches without device times fall back to the receive time: +i ns keeps them distinct
+                batch = self.to_batch(m, received_ns + i, synced, clock)
             except PayloadError as e:
                 self._reject(results, i, "malformed", str(e), device_id, payload_for_hash)
                 continue

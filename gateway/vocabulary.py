@@ -20,10 +20,18 @@ class Metric:
     units: tuple[str, ...]
     """UCUM units accepted for this metric; the first one is the canonical unit."""
     waveform: bool = False
+    loinc_moles: str | None = None
+    """LOINC code for readings in a substance (mol/L) unit, where it differs from ``loinc`` (mass)."""
 
     @property
     def unit(self) -> str:
         return self.units[0]
+
+    def loinc_for(self, unit: str) -> str | None:
+        """The LOINC code that matches ``unit`` (mass and molar concentrations have different codes)."""
+        if unit.startswith(("mmol", "umol", "mol")):
+            return self.loinc_moles
+        return self.loinc
 
 
 METRICS: dict[str, Metric] = {
@@ -43,9 +51,10 @@ METRICS: dict[str, Metric] = {
             "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
             "41653-7",
             ("mg/dL", "mmol/L"),
+            loinc_moles=None,
         ),
         Metric("glucose_capillary_plasma", 160188, "MDC_CONC_GLU_CAPILLARY_PLASMA", None, ("mg/dL", "mmol/L")),
-        Metric("glucose_isf", 160212, "MDC_CONC_GLU_ISF", "99504-3", ("mg/dL", "mmol/L")),
+        Metric("glucose_isf", 160212, "MDC_CONC_GLU_ISF", "99504-3", ("mg/dL", "mmol/L"), loinc_moles="105272-9"),
         Metric("hba1c", 160220, "MDC_CONC_HBA1C", None, ("%",)),
         Metric("ecg", 131328, "MDC_ECG_ELEC_POTL", None, ("uV",), waveform=True),
         Metric("ecg_lead_i", 131329, "MDC_ECG_ELEC_POTL_I", None, ("uV",), waveform=True),

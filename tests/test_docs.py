@@ -278,3 +278,10 @@ def test_relative_links_resolve(name: str) -> None:
 
 if __name__ == "__main__":
     print(render_metric_table())
+
+
+def test_molar_loinc_codes_are_documented() -> None:
+    text = (ROOT / "docs" / "schema.md").read_text()
+    for m in METRICS.values():
+        if m.loinc_moles:
+            assert m.loinc_moles in text, m.name

@@ -161,3 +161,24 @@ async def test_group_commit_one_signature_per_commit_and_chain(tmp_state_dir: Pa
     assert report.ok, report.problems
     assert report.count == n_env
     conn.close()
+
+
+async def test_unsynchronised_clock_and_missing_times_are_flagged(tmp_state_dir: Path) -> None:
+    from gateway.model import TimeQuality
+
+    cfg = make_config(tmp_state_dir, gateway={"clock": "unsynced"})
+    no_time = {"device": "hr-1", "key": ["b", 1], "readings": [{"metric": "heart_rate", "v": 70, "u": "/min"}]}
+    no_time_2 = {"device": "hr-1", "key": ["b", 2], "readings": [{"metric": "heart_rate", "v": 71, "u": "/min"}]}
+    async with running(cfg) as gw:
+        _status, body = await post(gw, [no_time, no_time_2, hr_batch("hr-1", 3)])
+        assert [r["status"] for r in body["results"]] == ["committed"] * 3
+        await wait_until(lambda: gw.local.count() == (3, 0), what="history rows")
+    conn = sqlite3.connect(tmp_state_dir / "history.db")
+    rows = conn.execute("SELECT value, t_ns, tq FROM readings ORDER BY value").fetchall()
+    conn.close()
+    flags = [TimeQuality(r[2]) for r in rows]
+    # receive time stood in (and two such readings in one request still got distinct times)
+    assert rows[0][1] != rows[1][1]
+    assert all(TimeQuality.GATEWAY_UNSYNCED in f for f in flags)
+    assert TimeQuality.RECEIVE_TIME in flags[0] and TimeQuality.RECEIVE_TIME in flags[1]
+    assert TimeQuality.DEVICE_UNCORRECTED in flags[2]  # no clock sent with the request

@@ -8,6 +8,7 @@ gateway (more migrations than this code knows) is refused rather than silently m
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ def connect(
                 f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=check_same_thread
             )
         else:
+            _private(path)
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread)
         conn.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
@@ -68,6 +70,17 @@ def connect(
             conn.close()
             raise StateError(f"{path}: migration failed: {e}") from e
     return conn
+
+
+def _private(path: Path) -> None:
+    """Create the database file 0600 (patient data); its -wal/-shm files inherit the mode."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        if path.stat().st_uid == os.geteuid():
+            os.chmod(path, 0o600)
+    except OSError as e:
+        raise StateError(f"{path}: cannot create: {e.strerror}") from e
 
 
 def _statements(script: str) -> list[str]:

@@ -1,0 +1,49 @@
+"""`ds4h-gateway demo`: data flows within seconds, /metrics answers while it runs, nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.services import http_get
+
+
+def test_demo_json_and_metrics_while_running(tmp_path: Path) -> None:
+    state = tmp_path / "demo-state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--duration", "15", "--json", "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        control = state / "control.json"
+        while not control.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "demo did not publish its control URL"
+            time.sleep(0.1)
+        url = json.loads(control.read_text())["url"]
+        committed = 0.0
+        while committed == 0 and time.monotonic() < deadline + 10:
+            status, body = http_get(f"{url}/metrics", timeout=5)
+            assert status == 200
+            for line in body.decode().splitlines():
+                if line.startswith("ds4h_readings_committed_total "):
+                    committed = float(line.split()[1])
+            time.sleep(0.5)
+        assert committed > 0, "no data flowed within seconds"
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["readings_committed"] > 0
+    assert summary["readings_lost"] == 0
+    assert summary["readings_forwarded"] == summary["readings_committed"]
+    assert summary["did"].startswith("did:key:z6Mk")
+    assert not (state / "control.json").exists()
