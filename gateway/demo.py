@@ -86,11 +86,17 @@ def _view(gw: Gateway, rate: float, sim_running: bool) -> Group:
             str(o.get("dead_letters", "…")),
         )
     devices = Table(show_header=True, header_style="bold")
-    devices.add_column("device")
-    devices.add_column("kind")
-    devices.add_column("state")
+    for col in ("device", "kind", "state", "points", "last commit (s ago)", "latest reading"):
+        devices.add_column(col, justify="right" if col in ("points", "last commit (s ago)") else "left")
     for d in s["devices"]:
-        devices.add_row(d["id"], d["kind"], "enabled" if d["enabled"] else "disabled")
+        devices.add_row(
+            d["id"],
+            d["kind"],
+            "enabled" if d["enabled"] else "disabled",
+            f"{d.get('points', 0):,}",
+            str(d.get("last_commit_age_s", "—")),
+            d.get("latest") or "",
+        )
     return Group(head, totals, sinks, devices, Text("Ctrl-C stops", style="dim"))
 
 

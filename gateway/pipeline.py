@@ -141,6 +141,7 @@ class Gateway:
         }
 
     def stats(self) -> dict[str, Any]:
+        activity = self.committer.activity.snapshot()
         return {
             "gateway": self.config.gateway.name,
             "did": self.identity.did,
@@ -151,7 +152,10 @@ class Gateway:
             "commit_queue": self.committer.queue_depth,
             "counters": self.counters(),
             "sinks": {f.sink.name: {"last_error": f.last_error} for f in self.forwarders},
-            "devices": [{"id": d.id, "kind": d.kind, "enabled": d.enabled} for d in self.registry.all()],
+            "devices": [
+                {"id": d.id, "kind": d.kind, "enabled": d.enabled, **activity.get(d.id, {})}
+                for d in self.registry.all()
+            ],
             **self._stats,
         }
 

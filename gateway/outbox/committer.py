@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from gateway.activity import ActivityBoard
 from gateway.batchcodec import encode_batch
 from gateway.errors import BackpressureError, OutboxError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
@@ -74,6 +75,7 @@ class Committer:
         self._prev_hash: bytes = row[1] if row else GENESIS_PREV
         self._accepting = True
         self._backpressure: str | None = None
+        self.activity = ActivityBoard()
         self.on_commit: list[Callable[[], None]] = []
         """Called after every commit that stored something new (forwarders wake up)."""
 
@@ -178,6 +180,7 @@ class Committer:
         for (b, f), r in zip(live, results, strict=True):
             if r is CommitResult.COMMITTED:
                 new_points += b.n_points
+                self.activity.record(b, now)
                 self._metrics.commit_latency.observe(max(0, now - b.received_ns) / 1e9)
             if not f.done():
                 f.set_result(r)
