@@ -38,6 +38,7 @@ from benchmarks.common import (
     VALUE_SERIES,
     FloodResult,
     GatewayProcess,
+    cpu_seconds,
     finish_flood,
     fleet_devices,
     histogram_delta,
@@ -172,6 +173,7 @@ def _flood_end_to_end(
         load = load_text()
         log(f"({key}) {batches:,} batches x ({readings_per_batch} readings + {ecg_samples} samples), {load}")
         started = time.monotonic()
+        cpu0 = cpu_seconds(gw.pid) or 0.0
         src = run_flood(
             gw.url,
             gw.token_file,
@@ -184,6 +186,7 @@ def _flood_end_to_end(
         )
         try:
             prog = watch(gw, points, timeout=900, source=src)
+            gw_cpu = (cpu_seconds(gw.pid) or 0.0) - cpu0
             res = finish_flood(src, started)
         finally:
             stop_process(src)
@@ -201,6 +204,7 @@ def _flood_end_to_end(
             "source_acked_per_s": res.summary.get("acked_per_s"),
             "source_elapsed_s": res.summary.get("elapsed_s"),
             "visible": _visible(vm, points),
+            "gateway_cores": round(gw_cpu / (t_done - started), 2),
             "rss_mb": round(gw.peak_rss_bytes() / MB, 1),
         }
         peak.update(gw, key)
@@ -424,9 +428,11 @@ def bench_drain(sizes: Sizes, peak: Peak) -> Figure:
         load = load_text()
         log(f"(d) backlog committed in {fill_s:.1f} s; starting VictoriaMetrics, {load}")
         t_start = time.monotonic()
+        cpu0 = cpu_seconds(gw.pid) or 0.0
         vm.start()
         t_ready = time.monotonic()
         prog = watch(gw, n, timeout=900, fast_interval=0.02, interval=0.1)
+        gw_cpu = (cpu_seconds(gw.pid) or 0.0) - cpu0
         t_first = prog.first_time("readings_forwarded", "influx")
         t_done = prog.samples[-1][0]
         assert t_first is not None
@@ -442,6 +448,7 @@ def bench_drain(sizes: Sizes, peak: Peak) -> Figure:
             "first_write_after_ready_s": round(t_first - t_ready, 2),
             "drain_s": round(t_done - t_ready, 2),
             "rate_from_first_write": None if math.isnan(rate_first) else round(rate_first),
+            "gateway_cores": round(gw_cpu / (t_done - t_start), 2),
             "visible": _visible(vm, n),
             "rss_mb": round(gw.peak_rss_bytes() / MB, 1),
         }

@@ -193,6 +193,15 @@ class RssSampler:
             self._thread.join(timeout=2)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used so far by ``pid`` (all its threads)."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(t.user + t.system)
+
+
 def vm_hwm_bytes(pid: int) -> int | None:
     """The kernel's peak RSS of ``pid`` (VmHWM in /proc/<pid>/status)."""
     try:

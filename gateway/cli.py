@@ -166,21 +166,36 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_provenance_verify(args: argparse.Namespace) -> int:
+def _held_envelopes(state_dir: Path, first: int = 1, last: int | None = None) -> list[bytes]:
     from gateway.outbox.store import OutboxStore, open_outbox
-    from gateway.provenance.chain import verify_chain
-    from gateway.provenance.identity import load_or_create
 
-    state_dir = _state_dir(args)
-    did = load_or_create(state_dir).did
-    conn = open_outbox(state_dir)
+    conn = open_outbox(state_dir, readonly=True)
     try:
-        report = verify_chain(OutboxStore(conn).envelopes(), expected_did=did)
+        return OutboxStore(conn).envelopes(first, last)
     finally:
         conn.close()
+
+
+def cmd_provenance_verify(args: argparse.Namespace) -> int:
+    from gateway.provenance.chain import verify_chain
+    from gateway.provenance.export import read_export
+
+    if args.file is not None:
+        did = args.did
+        envelopes: Any = read_export(args.file)
+        source = str(args.file)
+    else:
+        from gateway.provenance.identity import load_or_create
+
+        state_dir = _state_dir(args)
+        did = args.did or load_or_create(state_dir).did
+        envelopes = _held_envelopes(state_dir)
+        source = str(state_dir)
+    report = verify_chain(envelopes, expected_did=did)
     _print(
         {
             "ok": report.ok,
+            "source": source,
             "did": did,
             "envelopes": report.count,
             "first": report.first_number,
@@ -189,6 +204,14 @@ def cmd_provenance_verify(args: argparse.Namespace) -> int:
         }
     )
     return 0 if report.ok else 1
+
+
+def cmd_provenance_export(args: argparse.Namespace) -> int:
+    from gateway.provenance.export import write_export
+
+    n = write_export(args.out, _held_envelopes(_state_dir(args), args.first, args.last))
+    print(f"exported {n} envelope(s) to {args.out}")
+    return 0
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -273,7 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify every envelope in the outbox and archive against the gateway identity.",
     )
     _state_args(ver)
+    ver.add_argument("--file", type=Path, help="verify an export file instead of a state directory")
+    ver.add_argument("--did", help="the gateway's did:key to verify against (default: the state's own)")
     ver.set_defaults(func=cmd_provenance_verify)
+    exp = prov_sub.add_parser(
+        "export",
+        help="export held envelopes as a CBOR sequence",
+        description="Write the held envelopes (outbox and archive) to a file, verifiable with `verify --file`.",
+    )
+    _state_args(exp)
+    exp.add_argument("--out", type=Path, required=True, help="file to write (application/cbor-seq)")
+    exp.add_argument("--first", type=int, default=1, help="first envelope number")
+    exp.add_argument("--last", type=int, help="last envelope number")
+    exp.set_defaults(func=cmd_provenance_export)
     return p
 
 

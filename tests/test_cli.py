@@ -75,6 +75,20 @@ async def test_devices_keys_outbox_and_verify(tmp_state_dir: Path) -> None:
     # provenance: the chain verifies …
     r = cli("provenance", "verify", "--state-dir", sd)
     assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True
+    # an export verifies offline against the did alone
+    export = tmp_state_dir.parent / "export.cborseq"
+    assert cli("provenance", "export", "--state-dir", sd, "--out", str(export)).returncode == 0
+    r = cli("provenance", "verify", "--file", str(export), "--did", keys["did"])
+    assert r.returncode == 0 and json.loads(r.stdout)["envelopes"] >= 3
+    r = cli(
+        "provenance",
+        "verify",
+        "--file",
+        str(export),
+        "--did",
+        "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw",
+    )
+    assert r.returncode == 1
     # … and a removed envelope breaks it, detectably
     conn = sqlite3.connect(tmp_state_dir / "outbox.db")
     conn.execute("PRAGMA foreign_keys = ON")
