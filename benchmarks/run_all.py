@@ -32,7 +32,7 @@ def run_lineproto(quick: bool) -> int:
     cmd = [sys.executable, str(script)]
     if quick:
         cmd += ["--repeat", "1", "--no-e2e"]
-    print(f"\n== bench_lineproto ({load_text()}): {' '.join(cmd[1:])}", flush=True)
+    print(f"\n== bench_lineproto ({load_text()}): {' '.join([script.name, *cmd[2:]])}", flush=True)
     try:
         return subprocess.run(cmd, cwd=HERE.parent, check=False, timeout=900).returncode
     except subprocess.TimeoutExpired:
