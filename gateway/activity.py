@@ -41,7 +41,7 @@ class ActivityBoard:
             latest = None
             if a.latest is not None:
                 r = a.latest
-                shown = r.absent.value if r.value is None and r.absent else f"{r.value:g}"
+                shown = str(r.absent) if r.value is None else f"{r.value:g}"
                 latest = f"{r.metric} {shown} {r.unit}"
             elif a.latest_wave is not None:
                 w = a.latest_wave

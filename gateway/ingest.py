@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from gateway.errors import PayloadError
 from gateway.model import AbsentReason, Batch, Reading, SourceKey, TimeQuality, Waveform
 from gateway.outbox.committer import CommitResult, Committer, QuarantineRecord
 from gateway.priority import PriorityRules
-from gateway.vocabulary import check_unit, metric
+from gateway.vocabulary import METRICS, check_unit, metric
 
 MAX_BATCHES_PER_REQUEST = 10_000
 MAX_ITEMS_PER_BATCH = 10_000
@@ -88,6 +89,76 @@ def _samples(raw: Any) -> np.ndarray[Any, np.dtype[np.int32]]:
     return np.frombuffer(bytes(raw), dtype="<i4").astype(np.int32)
 
 
+_GOOD = int(TimeQuality.GOOD)
+_UNSYNCED = int(TimeQuality.GATEWAY_UNSYNCED)
+_UNCORRECTED = int(TimeQuality.DEVICE_UNCORRECTED)
+_RECEIVE_TIME = int(TimeQuality.RECEIVE_TIME)
+_SCALARS: dict[str, frozenset[str]] = {m.name: frozenset(m.units) for m in METRICS.values() if not m.waveform}
+_DEFAULT_UNIT: dict[str, str] = {m.name: m.unit for m in METRICS.values()}
+_ABSENT = frozenset(a.value for a in AbsentReason)
+
+
+def _opt_int(r: dict[str, Any], k: str) -> int | None:
+    v = r.get(k)
+    if v is None or type(v) is int:
+        return v
+    raise PayloadError(f"{k!r} must be an integer")
+
+
+def _reading(r: Any, received_ns: int, skew: int, tq: int) -> Reading:
+    """One reading map → Reading (hot path: plain type checks, no enum arithmetic)."""
+    if type(r) is not dict:
+        raise PayloadError("a reading must be a map")
+    name: Any = r.get("metric")
+    units = _SCALARS.get(name)
+    if units is None:
+        metric(name if isinstance(name, str) else repr(name))  # raises the vocabulary's error
+        raise PayloadError(f"{name!r} is a waveform metric; send it in 'waveforms'")
+    unit = r.get("u")
+    if unit is None:
+        unit = _DEFAULT_UNIT[name]
+    elif unit not in units:
+        check_unit(METRICS[name], unit if isinstance(unit, str) else repr(unit))
+    t = r.get("t")
+    if t is None:
+        t, tq = received_ns, tq | _RECEIVE_TIME
+    elif type(t) is int:
+        t += skew
+    else:
+        raise PayloadError("'t' must be an integer (ns since the Unix epoch)")
+    absent = r.get("absent")
+    if absent is not None:
+        if absent not in _ABSENT:
+            raise PayloadError(f"unknown absent reason {absent!r}")
+        value = None
+    else:
+        v = r.get("v")
+        tv = type(v)
+        if tv is float:
+            if not math.isfinite(v):  # type: ignore[arg-type]
+                raise PayloadError(f"reading {name!r}: 'v' must be a finite number (or give 'absent')")
+            value = v
+        elif tv is int:
+            value = float(v)  # type: ignore[arg-type]
+        else:
+            raise PayloadError(f"reading {name!r}: 'v' must be a finite number (or give 'absent')")
+    alert = r.get("alert", False)
+    if type(alert) is not bool:
+        raise PayloadError("'alert' must be a boolean")
+    return Reading(
+        name,
+        value,
+        unit,
+        t,
+        _opt_int(r, "p"),
+        absent,
+        _opt_int(r, "seq"),
+        tq,
+        _opt_int(r, "status") or 0,
+        alert,
+    )
+
+
 class IngestSource:
     def __init__(
         self,
@@ -105,40 +176,34 @@ class IngestSource:
 
     def to_batch(self, m: Any, received_ns: int, gateway_synced: bool, clock: int | None = None) -> Batch:
         """Validate one batch map; raises PayloadError (malformed) — registry checks happen in :meth:`ingest`."""
-        if not isinstance(m, dict):
+        if type(m) is not dict:
             raise PayloadError("a batch must be a map")
         device_id = m.get("device")
         key = m.get("key")
-        if not isinstance(key, list) or not 1 <= len(key) <= 4:
+        if type(key) is not list or not 1 <= len(key) <= 4:
             raise PayloadError("'key' must be a list of 1 to 4 strings/integers")
-        if not isinstance(device_id, str):
+        if type(device_id) is not str:
             raise PayloadError("'device' must be a device id string")
         skey = SourceKey(device_id, tuple(key))  # validates the device id and parts
-        device = self._registry.get(skey.device_id)
-        base_tq = TimeQuality.GOOD if gateway_synced else TimeQuality.GATEWAY_UNSYNCED
+        device = self._registry.get(device_id)
+        tq = _GOOD if gateway_synced else _UNSYNCED
         skew = 0
         if clock is not None and device is not None and device.enabled:
-            skew = self._skew.offset(device.id, received_ns, clock)
+            skew = self._skew.offset(device_id, received_ns, clock)
         else:
-            base_tq |= TimeQuality.DEVICE_UNCORRECTED
+            tq |= _UNCORRECTED
         readings_in = m.get("readings") or []
         waves_in = m.get("waveforms") or []
-        if not isinstance(readings_in, list) or not isinstance(waves_in, list):
+        if type(readings_in) is not list or type(waves_in) is not list:
             raise PayloadError("'readings' and 'waveforms' must be lists")
         if not readings_in and not waves_in:
             raise PayloadError("a batch must carry readings or waveforms")
         if len(readings_in) + len(waves_in) > MAX_ITEMS_PER_BATCH:
             raise PayloadError(f"at most {MAX_ITEMS_PER_BATCH} readings and waveforms per batch")
-        readings = tuple(self._reading(r, received_ns, skew, base_tq) for r in readings_in)
-        seen = set()
-        for r in readings:
-            ident = (r.metric, r.device_time_ns)
-            if ident in seen:
-                raise PayloadError(
-                    f"two {r.metric} readings share the time {r.device_time_ns}: distinct readings need distinct times"
-                )
-            seen.add(ident)
-        waveforms = tuple(self._waveform(w, skew, base_tq) for w in waves_in)
+        readings = tuple([_reading(r, received_ns, skew, tq) for r in readings_in])
+        if len(readings) > 1 and len({(r[0], r[3]) for r in readings}) < len(readings):
+            raise PayloadError("two readings of one metric share a time: distinct readings need distinct times")
+        waveforms = tuple(self._waveform(w, skew, tq) for w in waves_in)
         return Batch(
             key=skey,
             received_ns=received_ns,
@@ -148,49 +213,7 @@ class IngestSource:
             kind=device.kind if device else "",
         )
 
-    def _reading(self, r: Any, received_ns: int, skew: int, tq: TimeQuality) -> Reading:
-        if not isinstance(r, dict):
-            raise PayloadError("a reading must be a map")
-        met = metric(r.get("metric", ""))
-        if met.waveform:
-            raise PayloadError(f"{met.name!r} is a waveform metric; send it in 'waveforms'")
-        unit = r.get("u", met.unit)
-        check_unit(met, unit)
-        t = _int(r, "t", required=False)
-        if t is None:
-            t, tq = received_ns, tq | TimeQuality.RECEIVE_TIME
-        else:
-            t += skew
-        v = r.get("v")
-        absent = r.get("absent")
-        if absent is not None:
-            try:
-                absent_reason: AbsentReason | None = AbsentReason(absent)
-            except ValueError:
-                raise PayloadError(f"unknown absent reason {absent!r}") from None
-            value = None
-        else:
-            absent_reason = None
-            if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (float("inf"), float("-inf")):
-                raise PayloadError(f"reading {met.name!r}: 'v' must be a finite number (or give 'absent')")
-            value = float(v)
-        alert = r.get("alert", False)
-        if not isinstance(alert, bool):
-            raise PayloadError("'alert' must be a boolean")
-        return Reading(
-            metric=met.name,
-            value=value,
-            unit=unit,
-            device_time_ns=t,
-            precision=_int(r, "p", required=False),
-            absent=absent_reason,
-            seq=_int(r, "seq", required=False),
-            time_quality=tq,
-            status=_int(r, "status", required=False) or 0,
-            alert=alert,
-        )
-
-    def _waveform(self, w: Any, skew: int, tq: TimeQuality) -> Waveform:
+    def _waveform(self, w: Any, skew: int, tq: int) -> Waveform:
         if not isinstance(w, dict):
             raise PayloadError("a waveform must be a map")
         met = metric(w.get("metric", ""))

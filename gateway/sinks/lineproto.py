@@ -81,7 +81,7 @@ def _reading_line(prefix: str, r: Reading) -> str:
             raise PayloadError(f"reading {r.metric!r}: value {v!r} is not finite (use an absent reason)")
         fields.append(f"value={v!r}")
     if r.absent is not None:
-        fields.append(f'absent="{str(r.absent.value).translate(_STRING_ESCAPES)}"')
+        fields.append(f'absent="{str(r.absent).translate(_STRING_ESCAPES)}"')
     if r.precision is not None:
         fields.append(f"precision={int(r.precision)}i")
     if r.seq is not None:

@@ -91,7 +91,7 @@ class LocalSink:
                         r.value,
                         r.unit,
                         r.precision,
-                        None if r.absent is None else r.absent.value,
+                        None if r.absent is None else str(r.absent),
                         r.seq,
                         int(r.time_quality),
                         r.status,
