@@ -92,6 +92,8 @@ class OutboxSection(_Section):
     group_commit_max_batches: Annotated[int, Field(ge=1, le=100_000)] = 2000
     queue_batches: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     """Bounded queue in front of the committer: a full queue back-pressures the sources."""
+    hot_cache_points: Annotated[int, Field(ge=0)] = 100_000
+    """Committed points kept in memory until every sink has them, so forwarders need not decode them."""
     disk_budget_mb: Annotated[float, Field(gt=0)] = 2048.0
     """Outbox + provenance archive + local history. Over it: prune delivered data, then back-pressure."""
     priority_rules: tuple[PriorityRule, ...] = Field(default_factory=_default_rules)
@@ -108,6 +110,8 @@ class InfluxSinkSection(_Section):
     verify_tls: bool = True
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     max_batches_per_write: Annotated[int, Field(ge=1)] = 5000
+    max_points_per_write: Annotated[int, Field(ge=1)] = 50_000
+    """A forwarding round holds at most this many points (bounds memory when draining a backlog)."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
 
     @field_validator("url")
@@ -121,6 +125,7 @@ class InfluxSinkSection(_Section):
 class LocalSinkSection(_Section):
     retention_days: Annotated[float, Field(gt=0)] = 30.0
     max_batches_per_write: Annotated[int, Field(ge=1)] = 5000
+    max_points_per_write: Annotated[int, Field(ge=1)] = 50_000
 
 
 class SinksSection(_Section):

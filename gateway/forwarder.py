@@ -44,6 +44,7 @@ class Forwarder:
         metrics: GatewayMetrics,
         *,
         max_batches: int = 5000,
+        max_points: int = 50_000,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 60.0,
     ) -> None:
@@ -51,6 +52,7 @@ class Forwarder:
         self.sink = sink
         self._metrics = metrics
         self._max_batches = max_batches
+        self._max_points = max_points
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fwd-{sink.name}")
@@ -71,22 +73,35 @@ class Forwarder:
     async def run(self) -> None:
         name = self.sink.name
         attempt = 0
+        round_: tuple[list[Pending], list[Batch], _Dead] | None = None
         try:
             while True:
-                work = await self._in_thread(self._store.next_work, name, self._max_batches)
-                if not work:
-                    self.idle.set()
-                    if self._stopping:
-                        return
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-                    self.wake.clear()
-                    continue
-                self.idle.clear()
-                batches, dead = await self._in_thread(self._load, work)
-                live = [p for p in work if p.id not in {d.id for d, _ in dead}]
+                # a retried bulk round must not hold back urgent batches that arrived meanwhile
+                if (
+                    round_ is not None
+                    and round_[0][0].lane == "bulk"
+                    and await self._in_thread(self._store.has_priority_work, name)
+                ):
+                    round_ = None
+                if round_ is None:
+                    work = await self._in_thread(self._store.next_work, name, self._max_batches, self._max_points)
+                    if not work:
+                        self.idle.set()
+                        if self._stopping:
+                            return
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                        self.wake.clear()
+                        continue
+                    self.idle.clear()
+                    batches, load_dead = await self._in_thread(self._load, work)
+                    round_ = (work, batches, load_dead)
+                # a failed round is retried as it is: not fetched and decoded again
+                work, batches, load_dead = round_
+                failed = {d.id for d, _ in load_dead}
+                live = [p for p in work if p.id not in failed]
                 try:
-                    dead += await self._write_isolating(live, batches)
+                    dead = load_dead + await self._write_isolating(live, batches)
                 except (RetryableSinkError, ThrottledSinkError) as e:
                     kind = "throttled" if isinstance(e, ThrottledSinkError) else "retryable"
                     self._metrics.sink_errors.labels(sink=name, kind=kind).inc()
@@ -96,13 +111,13 @@ class Forwarder:
                     log.warning("sink %s: %s; retrying in %.1f s (attempt %d)", name, e, delay, attempt)
                     await asyncio.sleep(delay)
                     continue
+                round_ = None
                 attempt = 0
                 self.last_error = None
                 dead_ids = {p.id for p, _ in dead}
                 delivered = [p for p in work if p.id not in dead_ids]
                 await self._in_thread(self._store.record, name, delivered, dead)
-                by_id = dict(zip((p.id for p in live), batches, strict=True))
-                points = sum(by_id[p.id].n_points for p in delivered)
+                points = sum(p.n_points for p in delivered)
                 self._metrics.readings_forwarded.labels(sink=name).inc(points)
                 self._metrics.batches_forwarded.labels(sink=name).inc(len(delivered))
                 if dead:

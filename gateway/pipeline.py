@@ -25,8 +25,9 @@ from gateway.forwarder import Forwarder
 from gateway.ingest import IngestSource
 from gateway.metrics import GatewayMetrics
 from gateway.outbox.committer import Committer
+from gateway.outbox.hotcache import HotBatches
 from gateway.outbox.housekeeping import HistoryPruner, Housekeeper
-from gateway.outbox.store import OutboxStore, open_outbox
+from gateway.outbox.store import EnvelopeCache, OutboxStore, open_outbox
 from gateway.priority import PriorityRules
 from gateway.provenance.identity import GatewayIdentity, load_or_create
 from gateway.sinks.base import Sink
@@ -50,6 +51,9 @@ class Gateway:
             log.info("registered %d device(s) from the config: %s", len(added), ", ".join(added))
         self.clock = ClockMonitor(config.gateway.clock)
         ob = config.outbox
+        sink_names = ["local"] + (["influx"] if config.sinks.influx is not None else [])
+        self.hot = HotBatches(sink_names, max_points=ob.hot_cache_points)
+        envelopes = EnvelopeCache(self.identity.did)
         self._writer_conn = open_outbox(self.state_dir, ob.synchronous)
         self.committer = Committer(
             self._writer_conn,
@@ -58,13 +62,15 @@ class Gateway:
             max_delay_s=ob.group_commit_max_delay_ms / 1000,
             max_batches=ob.group_commit_max_batches,
             queue_size=ob.queue_batches,
+            hot=self.hot,
         )
         skew = SkewTracker(
             int(config.gateway.clock_skew_tolerance_s * 1e9), self.registry.clock_skews(), self.registry.set_clock_skew
         )
         self.ingest = IngestSource(self.registry, self.committer, self.clock, PriorityRules(ob.priority_rules), skew)
         self.local = LocalSink(self.state_dir, config.sinks.local.retention_days)
-        self.sinks: list[tuple[Sink, int]] = [(self.local, config.sinks.local.max_batches_per_write)]
+        lc = config.sinks.local
+        self.sinks: list[tuple[Sink, int, int]] = [(self.local, lc.max_batches_per_write, lc.max_points_per_write)]
         if config.sinks.influx is not None:
             from gateway.sinks.influx import InfluxSink
 
@@ -82,18 +88,20 @@ class Gateway:
                         verify_tls=ix.verify_tls,
                     ),
                     ix.max_batches_per_write,
+                    ix.max_points_per_write,
                 )
             )
         self.forwarders = [
             Forwarder(
-                OutboxStore(open_outbox(self.state_dir, ob.synchronous), self.identity.did),
+                OutboxStore(open_outbox(self.state_dir, ob.synchronous), envelopes=envelopes, hot=self.hot),
                 sink,
                 self.metrics,
                 max_batches=limit,
+                max_points=points,
                 retry_initial_s=config.sinks.retry_initial_s,
                 retry_max_s=config.sinks.retry_max_s,
             )
-            for sink, limit in self.sinks
+            for sink, limit, points in self.sinks
         ]
         for f in self.forwarders:
             self.committer.on_commit.append(f.wake.set)
@@ -101,7 +109,7 @@ class Gateway:
         self.housekeeper = Housekeeper(
             self._hk_store.conn,
             self.metrics,
-            sinks=[s.name for s, _ in self.sinks],
+            sinks=[s.name for s, *_ in self.sinks],
             retention_s=config.provenance.archive_retention_days * 86400,
             budget_bytes=int(ob.disk_budget_mb * 1024 * 1024),
             history=HistoryPruner(self.local.used_bytes, self.local.prune_oldest),
@@ -134,7 +142,7 @@ class Gateway:
             "batches_committed": int(m("ds4h_batches_committed_total")),
             "batches_duplicate": int(m("ds4h_batches_duplicate_total")),
             "readings_forwarded": {
-                s.name: int(m("ds4h_readings_forwarded_total", {"sink": s.name})) for s, _ in self.sinks
+                s.name: int(m("ds4h_readings_forwarded_total", {"sink": s.name})) for s, *_ in self.sinks
             },
             "readings_lost": int(m("ds4h_readings_lost_total")),
             "backpressure_refusals": int(m("ds4h_backpressure_refusals_total")),
@@ -206,7 +214,7 @@ class Gateway:
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "control.json").unlink()
         await self.control.stop()
-        for sink, _ in self.sinks:
+        for sink, *_ in self.sinks:
             await sink.close()
         self.registry.close()
         self._hk_store.conn.close()
@@ -224,7 +232,7 @@ class Gateway:
         self.metrics.clock_synced.set(1 if self.clock.synced() else 0)
         store = self._hk_store
         outbox: dict[str, Any] = {}
-        for sink, _ in self.sinks:
+        for sink, *_ in self.sinks:
             depth, age = store.pending_stats(sink.name)
             dead = len(store.dead_letters(sink.name))
             self.metrics.outbox_depth.labels(sink=sink.name).set(depth)

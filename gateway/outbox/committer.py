@@ -24,6 +24,7 @@ from gateway.batchcodec import encode_batch
 from gateway.errors import BackpressureError, OutboxError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch
+from gateway.outbox.hotcache import HotBatches
 from gateway.provenance.envelope import build_envelope, envelope_hash
 from gateway.provenance.identity import GatewayIdentity
 
@@ -46,7 +47,12 @@ class QuarantineRecord:
     payload: bytes = b""
 
 
-_Item = tuple[Batch, "asyncio.Future[CommitResult]"]
+@dataclass(slots=True)
+class _Group:
+    """The batches of one submission (one request, one notification …): answered together."""
+
+    batches: Sequence[Batch]
+    future: asyncio.Future[list[CommitResult]]
 
 
 class Committer:
@@ -61,13 +67,18 @@ class Committer:
         max_delay_s: float = 0.005,
         max_batches: int = 2000,
         queue_size: int = 20_000,
+        hot: HotBatches | None = None,
     ) -> None:
         self._conn = conn
         self._identity = identity
         self._metrics = metrics
         self._max_delay_s = max_delay_s
         self._max_batches = max_batches
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self._capacity = queue_size
+        self._queued = 0
+        self._groups: deque[_Group] = deque()
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
         self._quarantine: deque[QuarantineRecord] = deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
         row = conn.execute("SELECT n, hash FROM envelopes ORDER BY n DESC LIMIT 1").fetchone()
@@ -75,6 +86,7 @@ class Committer:
         self._prev_hash: bytes = row[1] if row else GENESIS_PREV
         self._accepting = True
         self._backpressure: str | None = None
+        self._hot = hot
         self.activity = ActivityBoard()
         self.on_commit: list[Callable[[], None]] = []
         """Called after every commit that stored something new (forwarders wake up)."""
@@ -93,20 +105,29 @@ class Committer:
         return self._backpressure
 
     async def submit_many(self, batches: Sequence[Batch]) -> list[CommitResult]:
-        """Commit ``batches``; returns one result per batch, in order, once all are durable."""
+        """Commit ``batches``; returns one result per batch, in order, once all are durable.
+
+        Waits while more than ``queue_size`` batches are queued (a slow disk slows its sources).
+        """
         if not self._accepting:
             raise ShuttingDownError("the gateway is stopping")
         if self._backpressure:
             self._metrics.backpressure_refusals.inc(len(batches))
             raise BackpressureError(self._backpressure)
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[CommitResult]] = []
-        for b in batches:
-            fut: asyncio.Future[CommitResult] = loop.create_future()
-            await self._queue.put((b, fut))
-            futures.append(fut)
+        if not batches:
+            return []
+        n = len(batches)
+        while self._queued and self._queued + n > self._capacity:
+            self._room.clear()
+            await self._room.wait()
+        if not self._accepting:
+            raise ShuttingDownError("the gateway is stopping")
+        fut: asyncio.Future[list[CommitResult]] = asyncio.get_running_loop().create_future()
+        self._groups.append(_Group(batches, fut))
+        self._queued += n
+        self._wakeup.set()
         self._metrics.readings_ingested.inc(sum(b.n_points for b in batches))
-        return list(await asyncio.gather(*futures))
+        return await fut
 
     async def submit(self, batch: Batch) -> CommitResult:
         return (await self.submit_many([batch]))[0]
@@ -125,75 +146,96 @@ class Committer:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                items = await self._gather(loop)
-                if items is None:
+                groups = await self._gather(loop)
+                if groups is None:
                     break
-                await self._commit_items(loop, items)
+                await self._commit_groups(loop, groups)
             if self._quarantine:
-                await loop.run_in_executor(self._executor, self._write, [], [])
+                await loop.run_in_executor(self._executor, self._write, [], self._take_quarantine())
         finally:
             self._executor.shutdown(wait=True)
 
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Item] | None:
-        while True:
-            try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=0.5)
-                break
-            except TimeoutError:
-                if not self._accepting and self._queue.empty():
-                    return None
-                if self._quarantine:
-                    await loop.run_in_executor(self._executor, self._write, [], [])
-        items = [first]
-        deadline = loop.time() + self._max_delay_s
-        while len(items) < self._max_batches:
-            try:
-                items.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                items.append(await asyncio.wait_for(self._queue.get(), timeout=remaining))
-            except TimeoutError:
-                break
-        return items
-
-    async def _commit_items(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
-        live = [(b, f) for b, f in items if not f.done()]
-        quarantined = list(self._quarantine)
+    def _take_quarantine(self) -> list[QuarantineRecord]:
+        q = list(self._quarantine)
         self._quarantine.clear()
+        return q
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Group] | None:
+        while not self._groups:
+            if not self._accepting:
+                return None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=0.5)
+            except TimeoutError:
+                if self._quarantine:
+                    await loop.run_in_executor(self._executor, self._write, [], self._take_quarantine())
+        # group commit: if the first submission is small, give others a moment to join it
+        if self._queued < self._max_batches and self._max_delay_s > 0:
+            deadline = loop.time() + self._max_delay_s
+            while self._queued < self._max_batches and (remaining := deadline - loop.time()) > 0:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                except TimeoutError:
+                    break
+        groups: list[_Group] = []
+        taken = 0
+        while self._groups and (not groups or taken + len(self._groups[0].batches) <= self._max_batches):
+            g = self._groups.popleft()
+            groups.append(g)
+            taken += len(g.batches)
+        return groups
+
+    async def _commit_groups(self, loop: asyncio.AbstractEventLoop, groups: list[_Group]) -> None:
+        live = [g for g in groups if not g.future.done()]  # a cancelled submission is not committed
+        batches = [b for g in live for b in g.batches]
         try:
-            results = await loop.run_in_executor(self._executor, self._write, [b for b, _ in live], quarantined)
+            results, first_id = await loop.run_in_executor(
+                self._executor, self._write, batches, self._take_quarantine()
+            )
         except Exception as e:  # the sources must learn that nothing was committed
             err = e if isinstance(e, OutboxError) else OutboxError(f"commit failed: {e}")
             log.error("outbox commit failed: %s", e)
             self._metrics.commit_failures.inc()
-            for _, f in live:
-                if not f.done():
-                    f.set_exception(err)
+            for g in live:
+                if not g.future.done():
+                    g.future.set_exception(err)
             return
+        finally:
+            self._queued -= sum(len(g.batches) for g in groups)
+            self._room.set()
         now = time.time_ns()
         new_points = 0
-        for (b, f), r in zip(live, results, strict=True):
+        fresh: list[tuple[int, Batch]] = []
+        latency = self._metrics.commit_latency
+        next_id = first_id
+        for b, r in zip(batches, results, strict=True):
             if r is CommitResult.COMMITTED:
                 new_points += b.n_points
                 self.activity.record(b, now)
-                self._metrics.commit_latency.observe(max(0, now - b.received_ns) / 1e9)
-            if not f.done():
-                f.set_result(r)
-        n_dup = sum(1 for r in results if r is CommitResult.DUPLICATE)
+                latency.observe(max(0, now - b.received_ns) / 1e9)
+                fresh.append((next_id, b))
+                next_id += 1
+        if self._hot is not None and fresh and first_id > 0:
+            self._hot.add(fresh)
+        pos = 0
+        for g in live:
+            k = len(g.batches)
+            if not g.future.done():
+                g.future.set_result(results[pos : pos + k])
+            pos += k
+        n_dup = len(results) - len(fresh)
         self._metrics.readings_committed.inc(new_points)
-        self._metrics.batches_committed.inc(len(results) - n_dup)
+        self._metrics.batches_committed.inc(len(fresh))
         self._metrics.batches_duplicate.inc(n_dup)
-        if len(results) > n_dup:
+        if fresh:
             for notify in self.on_commit:
                 notify()
 
-    def _write(self, batches: list[Batch], quarantined: list[QuarantineRecord]) -> list[CommitResult]:
-        """Runs on the writer thread: dedup, sign, insert, COMMIT."""
+    def _write(self, batches: list[Batch], quarantined: list[QuarantineRecord]) -> tuple[list[CommitResult], int]:
+        """Runs on the writer thread: dedup, sign, insert, COMMIT. Returns the results and the id of the
+        first new batch (ids of new batches are consecutive; 0 when unknown)."""
         results: list[CommitResult] = []
         fresh: list[tuple[Batch, str]] = []
         seen: set[str] = set()
@@ -208,6 +250,7 @@ class Committer:
                 results.append(CommitResult.COMMITTED)
         now = time.time_ns()
         conn = self._conn
+        first_id = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
             if fresh:
@@ -216,11 +259,16 @@ class Committer:
                 cose = build_envelope(self._identity, n, self._prev_hash, now, bodies)
                 h = envelope_hash(cose)
                 conn.execute("INSERT INTO envelopes (n, created_ns, hash, cose) VALUES (?, ?, ?, ?)", (n, now, h, cose))
+                row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'").fetchone()
+                before = int(row[0]) if row else 0
                 conn.executemany(
                     "INSERT INTO batches (source_key, envelope_n, idx, device_id, priority, n_points, committed_ns)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(k, n, i, b.device_id, int(b.priority), b.n_points, now) for i, (b, k) in enumerate(fresh)],
                 )
+                last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'").fetchone()[0]
+                if last - before == len(fresh):  # AUTOINCREMENT under our single writer: consecutive ids
+                    first_id = before + 1
             if quarantined:
                 conn.executemany(
                     "INSERT INTO quarantine (time_ns, device_id, reason, detail, payload_sha256, payload_size)"
@@ -243,7 +291,7 @@ class Committer:
             raise
         if fresh:
             self._last_n, self._prev_hash = n, h
-        return results
+        return results, first_id
 
     def _existing(self, keys: list[str]) -> set[str]:
         found: set[str] = set()
@@ -256,6 +304,8 @@ class Committer:
     async def stop(self) -> None:
         """Stop accepting new batches; :meth:`run` returns once the queue is committed."""
         self._accepting = False
+        self._wakeup.set()
+        self._room.set()
 
     @property
     def accepting(self) -> bool:
@@ -263,4 +313,4 @@ class Committer:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self._queued

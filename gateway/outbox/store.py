@@ -9,15 +9,17 @@ remembered in ``sink_ahead`` so the bulk pass skips it.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from gateway.batchcodec import decode_batch
 from gateway.model import Batch
+from gateway.outbox.hotcache import HotBatches
 from gateway.outbox.schema import MIGRATIONS
 from gateway.provenance.envelope import Envelope, open_envelope
 from gateway.state.db import Synchronous, connect
@@ -31,7 +33,33 @@ class Pending:
     envelope_n: int
     idx: int
     lane: Lane
-    committed_ns: int
+    n_points: int
+
+
+class EnvelopeCache:
+    """Verified envelopes shared by the forwarders (each envelope is verified once, not once per sink)."""
+
+    def __init__(self, gateway_did: str | None, size: int = 16) -> None:
+        self._did = gateway_did
+        self._items: OrderedDict[int, Envelope] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, conn: sqlite3.Connection, n: int) -> Envelope:
+        with self._lock:
+            env = self._items.get(n)
+            if env is not None:
+                self._items.move_to_end(n)
+                return env
+        row = conn.execute("SELECT cose FROM envelopes WHERE n = ?", (n,)).fetchone()
+        if row is None:
+            raise LookupError(f"envelope {n} is not in the outbox")
+        env = open_envelope(row[0], self._did)
+        with self._lock:
+            self._items[n] = env
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return env
 
 
 def open_outbox(
@@ -51,11 +79,17 @@ def open_outbox(
 
 
 class OutboxStore:
-    def __init__(self, conn: sqlite3.Connection, gateway_did: str | None = None, cache_envelopes: int = 8) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        gateway_did: str | None = None,
+        *,
+        envelopes: EnvelopeCache | None = None,
+        hot: HotBatches | None = None,
+    ) -> None:
         self._conn = conn
-        self._did = gateway_did
-        self._cache: OrderedDict[int, Envelope] = OrderedDict()
-        self._cache_size = cache_envelopes
+        self._envelopes = envelopes or EnvelopeCache(gateway_did)
+        self._hot = hot
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -70,65 +104,82 @@ class OutboxStore:
         self._conn.execute("INSERT OR IGNORE INTO sink_cursors (sink, last_id) VALUES (?, 0)", (sink,))
 
     # --- what to deliver -------------------------------------------------------------------------
-    def next_work(self, sink: str, limit: int) -> list[Pending]:
+    def next_work(self, sink: str, limit: int, max_points: int = 1 << 62) -> list[Pending]:
+        """The next round for ``sink``: at most ``limit`` batches and about ``max_points`` points."""
         cur = self.cursor(sink)
-        rows: list[Pending] = [
-            Pending(r[0], r[1], r[2], "redrive", r[3])
-            for r in self._conn.execute(
-                "SELECT b.id, b.envelope_n, b.idx, b.committed_ns FROM dead_letters d JOIN batches b"
+        rows = self._bounded(
+            "redrive",
+            max_points,
+            self._conn.execute(
+                "SELECT b.id, b.envelope_n, b.idx, b.n_points FROM dead_letters d JOIN batches b"
                 " ON b.id = d.batch_id WHERE d.sink = ? AND d.state = 'redrive' ORDER BY b.id LIMIT ?",
                 (sink, limit),
-            )
-        ]
+            ),
+        )
         if rows:
             return rows
-        rows = [
-            Pending(r[0], r[1], r[2], "urgent", r[3])
-            for r in self._conn.execute(
-                "SELECT id, envelope_n, idx, committed_ns FROM batches WHERE priority > 0 AND id > ?"
+        rows = self._bounded(
+            "urgent",
+            max_points,
+            self._conn.execute(
+                "SELECT id, envelope_n, idx, n_points FROM batches WHERE priority > 0 AND id > ?"
                 " AND id NOT IN (SELECT batch_id FROM sink_ahead WHERE sink = ?) ORDER BY id LIMIT ?",
                 (cur, sink, limit),
-            )
-        ]
+            ),
+        )
         if rows:
             return rows
         ahead = {r[0] for r in self._conn.execute("SELECT batch_id FROM sink_ahead WHERE sink = ?", (sink,))}
-        out = []
-        for r in self._conn.execute(
-            "SELECT id, envelope_n, idx, committed_ns FROM batches WHERE id > ? ORDER BY id LIMIT ?",
-            (cur, limit),
-        ):
-            out.append(Pending(r[0], r[1], r[2], "bulk", r[3]))
+        out = self._bounded(
+            "bulk",
+            max_points,
+            self._conn.execute(
+                "SELECT id, envelope_n, idx, n_points FROM batches WHERE id > ? ORDER BY id LIMIT ?", (cur, limit)
+            ),
+        )
         if ahead and out:
             # everything in this window is either to send or already sent ahead: advance past the latter
-            out = [p for p in out if p.id not in ahead] or self._skip_ahead(sink, out)
+            todo = [p for p in out if p.id not in ahead]
+            if not todo:
+                self.record(sink, out, [])
+                return self.next_work(sink, limit, max_points)
+            out = todo
         return out
 
-    def _skip_ahead(self, sink: str, window: list[Pending]) -> list[Pending]:
-        self.record(sink, [p for p in window], [])
-        return self.next_work(sink, len(window))
+    def has_priority_work(self, sink: str) -> bool:
+        """Is there a released dead letter or an urgent batch not yet delivered to ``sink``?"""
+        cur = self.cursor(sink)
+        row = self._conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE sink = ? AND state = 'redrive')"
+            " OR EXISTS (SELECT 1 FROM batches WHERE priority > 0 AND id > ?"
+            " AND id NOT IN (SELECT batch_id FROM sink_ahead WHERE sink = ?))",
+            (sink, cur, sink),
+        ).fetchone()
+        return bool(row[0])
+
+    @staticmethod
+    def _bounded(lane: Lane, max_points: int, rows: Iterable[tuple[int, int, int, int]]) -> list[Pending]:
+        out: list[Pending] = []
+        points = 0
+        for r in rows:
+            if out and points + r[3] > max_points:
+                break
+            out.append(Pending(r[0], r[1], r[2], lane, r[3]))
+            points += r[3]
+        return out
 
     def load(self, pending: Sequence[Pending]) -> list[Batch]:
-        """Decode the batches, verifying each envelope's signature once (cached)."""
+        """The batches: from the in-memory cache when still there, else decoded from their envelopes
+        (each envelope's signature verified once, shared between forwarders)."""
+        hot = self._hot
         out = []
         for p in pending:
-            env = self._envelope(p.envelope_n)
-            out.append(decode_batch(env.batch_bodies[p.idx]))
+            b = hot.get(p.id) if hot is not None else None
+            if b is None:
+                env = self._envelopes.get(self._conn, p.envelope_n)
+                b = decode_batch(env.batch_bodies[p.idx])
+            out.append(b)
         return out
-
-    def _envelope(self, n: int) -> Envelope:
-        env = self._cache.get(n)
-        if env is not None:
-            self._cache.move_to_end(n)
-            return env
-        row = self._conn.execute("SELECT cose FROM envelopes WHERE n = ?", (n,)).fetchone()
-        if row is None:
-            raise LookupError(f"envelope {n} is not in the outbox")
-        env = open_envelope(row[0], self._did)
-        self._cache[n] = env
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return env
 
     # --- recording delivery ----------------------------------------------------------------------
     def record(self, sink: str, delivered: Sequence[Pending], dead: Sequence[tuple[Pending, str]]) -> None:
@@ -170,6 +221,8 @@ class OutboxStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if bulk and self._hot is not None:
+            self._hot.delivered_upto(sink, max(bulk))
 
     def redrive(self, sink: str | None = None) -> int:
         """Release dead letters (of one sink, or all) for another delivery attempt."""
