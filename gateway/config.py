@@ -88,7 +88,7 @@ def _default_rules() -> tuple[PriorityRule, ...]:
 class OutboxSection(_Section):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """SQLite synchronous mode. FULL survives power loss; NORMAL only process crashes."""
-    group_commit_max_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    group_commit_max_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 1.0
     group_commit_max_batches: Annotated[int, Field(ge=1, le=100_000)] = 2000
     queue_batches: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     """Bounded queue in front of the committer: a full queue back-pressures the sources."""
@@ -133,6 +133,9 @@ class SinksSection(_Section):
     local: LocalSinkSection = LocalSinkSection()
     retry_initial_s: Annotated[float, Field(gt=0)] = 0.5
     retry_max_s: Annotated[float, Field(gt=0)] = 60.0
+    linger_ms: Annotated[float, Field(ge=0, le=10_000)] = 50.0
+    """A small bulk round waits this long for more committed batches before it is written (urgent ones never
+    wait): fewer, larger writes to the store."""
 
 
 class MqttSection(_Section):

@@ -47,12 +47,14 @@ class Forwarder:
         max_points: int = 50_000,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 60.0,
+        linger_s: float = 0.0,
     ) -> None:
         self._store = store
         self.sink = sink
         self._metrics = metrics
         self._max_batches = max_batches
         self._max_points = max_points
+        self._linger_s = linger_s
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fwd-{sink.name}")
@@ -94,6 +96,10 @@ class Forwarder:
                         self.wake.clear()
                         continue
                     self.idle.clear()
+                    if self._linger_s and work[0].lane == "bulk" and len(work) < self._max_batches // 4:
+                        # a small bulk round: let a few more commits join it (fewer, larger writes)
+                        await asyncio.sleep(self._linger_s)
+                        work = await self._in_thread(self._store.next_work, name, self._max_batches, self._max_points)
                     batches, load_dead = await self._in_thread(self._load, work)
                     round_ = (work, batches, load_dead)
                 # a failed round is retried as it is: not fetched and decoded again

@@ -7,6 +7,7 @@ the lane, and hand the batches to the committer. Nothing is acknowledged before 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -27,6 +28,7 @@ from gateway.priority import PriorityRules
 from gateway.vocabulary import METRICS, check_unit, metric
 
 MAX_BATCHES_PER_REQUEST = 10_000
+_YIELD_EVERY = 50
 MAX_ITEMS_PER_BATCH = 10_000
 MAX_SAMPLES_PER_WAVEFORM = 1_000_000
 
@@ -235,6 +237,8 @@ class IngestSource:
         results: list[IngestResult | None] = [None] * len(maps)
         good: list[tuple[int, Batch]] = []
         for i, m in enumerate(maps):
+            if i and not i % _YIELD_EVERY:
+                await asyncio.sleep(0)  # a large request must not hold up small ones behind it
             device_id = m.get("device") if isinstance(m, dict) else None
             try:
                 # batches without device times fall back to the receive time: +i ns keeps them distinct

@@ -39,6 +39,8 @@ class AbsentReason(enum.StrEnum):
 
 
 _ABSENT_VALUES = frozenset(a.value for a in AbsentReason)
+_CHECKED_IDS: set[str] = set()
+"""Device ids already found canonical (validation is on the hot path of every batch)."""
 
 
 class TimeQuality(enum.IntFlag):
@@ -72,10 +74,15 @@ class SourceKey:
     parts: tuple[str | int, ...]
 
     def __post_init__(self) -> None:
-        check_device_id(self.device_id)
+        if type(self.device_id) is not str or self.device_id not in _CHECKED_IDS:
+            check_device_id(self.device_id)
+            if len(_CHECKED_IDS) < 100_000:
+                _CHECKED_IDS.add(self.device_id)
         if not self.parts:
             raise PayloadError("source key needs at least one part after the device id")
         for p in self.parts:
+            if type(p) is int:
+                continue
             if isinstance(p, bool) or not isinstance(p, int | str):
                 raise PayloadError(f"source key part {p!r} must be a string or integer")
             if isinstance(p, str) and not _KEY_PART_RE.fullmatch(p):
@@ -176,6 +183,12 @@ class Batch:
     priority: Priority = Priority.BULK
     kind: str = field(default="")
     """Device kind/profile the batch came from (e.g. ``heart_rate``, ``cgm``)."""
+    n_points: int = field(init=False, compare=False, repr=False)
+    """Points this batch becomes in a time-series store (readings + waveform samples)."""
+
+    def __post_init__(self) -> None:
+        samples = sum(int(w.samples.size) for w in self.waveforms) if self.waveforms else 0
+        object.__setattr__(self, "n_points", len(self.readings) + samples)
 
     @property
     def device_id(self) -> str:
@@ -187,9 +200,4 @@ class Batch:
 
     @property
     def n_samples(self) -> int:
-        return sum(int(w.samples.size) for w in self.waveforms)
-
-    @property
-    def n_points(self) -> int:
-        """Points this batch becomes in a time-series store."""
-        return self.n_readings + self.n_samples
+        return self.n_points - len(self.readings)

@@ -100,6 +100,7 @@ class Gateway:
                 max_points=points,
                 retry_initial_s=config.sinks.retry_initial_s,
                 retry_max_s=config.sinks.retry_max_s,
+                linger_s=config.sinks.linger_ms / 1000,
             )
             for sink, limit, points in self.sinks
         ]

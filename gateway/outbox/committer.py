@@ -208,15 +208,15 @@ class Committer:
         now = time.time_ns()
         new_points = 0
         fresh: list[tuple[int, Batch]] = []
-        latency = self._metrics.commit_latency
         next_id = first_id
         for b, r in zip(batches, results, strict=True):
             if r is CommitResult.COMMITTED:
                 new_points += b.n_points
                 self.activity.record(b, now)
-                latency.observe(max(0, now - b.received_ns) / 1e9)
                 fresh.append((next_id, b))
                 next_id += 1
+        for g in live:  # one observation per submission: its batches were received together
+            self._metrics.commit_latency.observe(max(0, now - g.batches[0].received_ns) / 1e9)
         if self._hot is not None and fresh and first_id > 0:
             self._hot.add(fresh)
         pos = 0

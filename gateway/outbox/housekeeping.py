@@ -23,6 +23,7 @@ from gateway.state.db import used_bytes
 log = logging.getLogger(__name__)
 
 _PRUNE_CHUNK = 200
+_TRUNCATE_WAL_PAGES = 16_384  # 64 MiB of 4 KiB pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,14 @@ class Housekeeper:
             reason = f"disk budget reached: {used} of {self._budget} bytes used by undelivered data"
         return BudgetVerdict(used, self._budget, reason)
 
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database without blocking writers; truncate it when it grew large."""
+        busy, wal_pages, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if not busy and wal_pages == done and wal_pages > _TRUNCATE_WAL_PAGES:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def run_once(self) -> BudgetVerdict:
         self.mark_delivered()
         self.prune_expired()
+        self.checkpoint()
         return self.enforce_budget()

@@ -13,9 +13,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from gateway.batchcodec import decode_batch
 from gateway.model import Batch
@@ -27,8 +26,9 @@ from gateway.state.db import Synchronous, connect
 Lane = Literal["redrive", "urgent", "bulk"]
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(NamedTuple):
+    """One batch a sink still has to get (a named tuple: there are thousands per round)."""
+
     id: int
     envelope_n: int
     idx: int
@@ -69,13 +69,17 @@ def open_outbox(
     check_same_thread: bool = False,
     readonly: bool = False,
 ) -> sqlite3.Connection:
-    return connect(
+    conn = connect(
         state_dir / "outbox.db",
         MIGRATIONS,
         synchronous=synchronous,
         check_same_thread=check_same_thread,
         readonly=readonly,
     )
+    # No checkpoint on COMMIT (that would stall a commit for tens of ms now and then):
+    # housekeeping checkpoints the WAL in the background instead (Housekeeper.checkpoint).
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    return conn
 
 
 class OutboxStore:

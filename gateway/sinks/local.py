@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import RetryableSinkError
-from gateway.model import Batch
+from gateway.model import Batch, Reading
 from gateway.state.db import connect, used_bytes
 
 MIGRATIONS = (
@@ -55,6 +55,14 @@ MIGRATIONS = (
 )
 
 
+_READING_COLUMNS = ("device", *Reading._fields)
+_COLUMN_NAMES = {"device_time_ns": "t_ns", "time_quality": "tq"}
+_INSERT_READINGS = (
+    f"INSERT OR REPLACE INTO readings ({', '.join(_COLUMN_NAMES.get(c, c) for c in _READING_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_READING_COLUMNS))})"
+)
+
+
 def open_history(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return connect(state_dir / "history.db", MIGRATIONS, check_same_thread=False, readonly=readonly)
 
@@ -81,27 +89,12 @@ class LocalSink:
         rows: list[tuple[Any, ...]] = []
         waves: list[tuple[Any, ...]] = []
         for b in batches:
-            d = b.device_id
-            for r in b.readings:
-                rows.append(
-                    (
-                        d,
-                        r.metric,
-                        r.device_time_ns,
-                        r.value,
-                        r.unit,
-                        r.precision,
-                        None if r.absent is None else str(r.absent),
-                        r.seq,
-                        int(r.time_quality),
-                        r.status,
-                        int(r.alert),
-                    )
-                )
+            d = (b.device_id,)
+            rows.extend([d + r for r in b.readings])  # column order of _READING_COLUMNS = (device, *Reading)
             for w in b.waveforms:
                 waves.append(
                     (
-                        d,
+                        b.device_id,
                         w.metric,
                         w.start_ns,
                         w.period_ns,
@@ -119,7 +112,7 @@ class LocalSink:
         c.execute("BEGIN IMMEDIATE")
         try:
             if rows:
-                c.executemany("INSERT OR REPLACE INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                c.executemany(_INSERT_READINGS, rows)
             if waves:
                 c.executemany("INSERT OR REPLACE INTO waveforms VALUES (?,?,?,?,?,?,?,?)", waves)
             c.execute("COMMIT")
