@@ -92,7 +92,7 @@ class OutboxSection(_Section):
     group_commit_max_batches: Annotated[int, Field(ge=1, le=100_000)] = 2000
     queue_batches: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     """Bounded queue in front of the committer: a full queue back-pressures the sources."""
-    hot_cache_points: Annotated[int, Field(ge=0)] = 100_000
+    hot_cache_points: Annotated[int, Field(ge=0)] = 10_000
     """Committed points kept in memory until every sink has them, so forwarders need not decode them."""
     disk_budget_mb: Annotated[float, Field(gt=0)] = 2048.0
     """Outbox + provenance archive + local history. Over it: prune delivered data, then back-pressure."""

@@ -68,32 +68,43 @@ def escape_tag(text: str) -> str:
     return text.translate(_TAG_ESCAPES)
 
 
+_PREFIXES: dict[tuple[str, str, str], str] = {}
+_MAX_PREFIXES = 50_000
+
+
 def _series_prefix(metric: str, device: str, unit: str) -> str:
-    """``measurement,device=…,unit=…`` (tags sorted by key)."""
-    return f"{escape_measurement(metric)},device={escape_tag(device)},unit={escape_tag(unit)}"
+    """``measurement,device=…,unit=…`` (tags sorted by key), cached: series are few, points many."""
+    key = (metric, device, unit)
+    p = _PREFIXES.get(key)
+    if p is None:
+        p = f"{escape_measurement(metric)},device={escape_tag(device)},unit={escape_tag(unit)}"
+        if len(_PREFIXES) >= _MAX_PREFIXES:
+            _PREFIXES.clear()
+        _PREFIXES[key] = p
+    return p
 
 
 def _reading_line(prefix: str, r: Reading) -> str:
+    metric, value, _unit, t, precision, absent, seq, tq, status, alert = r
     fields: list[str] = []
-    if r.value is not None:
-        v = float(r.value)
+    if value is not None:
+        v = float(value)
         if not math.isfinite(v):
-            raise PayloadError(f"reading {r.metric!r}: value {v!r} is not finite (use an absent reason)")
+            raise PayloadError(f"reading {metric!r}: value {v!r} is not finite (use an absent reason)")
         fields.append(f"value={v!r}")
-    if r.absent is not None:
-        fields.append(f'absent="{str(r.absent).translate(_STRING_ESCAPES)}"')
-    if r.precision is not None:
-        fields.append(f"precision={int(r.precision)}i")
-    if r.seq is not None:
-        fields.append(f"seq={int(r.seq)}i")
-    if r.status:
-        fields.append(f"status={int(r.status)}i")
-    if r.alert:
+    if absent is not None:
+        fields.append(f'absent="{str(absent).translate(_STRING_ESCAPES)}"')
+    if precision is not None:
+        fields.append(f"precision={int(precision)}i")
+    if seq is not None:
+        fields.append(f"seq={int(seq)}i")
+    if status:
+        fields.append(f"status={int(status)}i")
+    if alert:
         fields.append("alert=true")
-    tq = int(r.time_quality)
     if tq:
-        fields.append(f"tq={tq}i")
-    return f"{prefix} {','.join(fields)} {int(r.device_time_ns)}"
+        fields.append(f"tq={int(tq)}i")
+    return f"{prefix} {','.join(fields)} {int(t)}"
 
 
 def _waveform_join(prefix: str, suffix: str, w: Waveform) -> bytes:
@@ -212,20 +223,12 @@ def _waveform_lines(prefix: str, w: Waveform) -> bytes:
 def encode_batch(batch: Batch) -> bytes:
     """The line-protocol chunk of one batch: lines joined by ``\\n``, no trailing newline."""
     device = batch.key.device_id
-    prefixes: dict[tuple[str, str], str] = {}
-
-    def prefix(metric: str, unit: str) -> str:
-        p = prefixes.get((metric, unit))
-        if p is None:
-            p = prefixes[(metric, unit)] = _series_prefix(metric, device, unit)
-        return p
-
     parts: list[bytes] = []
     if batch.readings:
-        parts.append("\n".join([_reading_line(prefix(r.metric, r.unit), r) for r in batch.readings]).encode())
+        parts.append("\n".join([_reading_line(_series_prefix(r[0], device, r[2]), r) for r in batch.readings]).encode())
     for w in batch.waveforms:
         if w.samples.size:
-            parts.append(_waveform_lines(prefix(w.metric, w.unit), w))
+            parts.append(_waveform_lines(_series_prefix(w.metric, device, w.unit), w))
     return b"\n".join(parts)
 
 
