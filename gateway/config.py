@@ -90,6 +90,8 @@ class OutboxSection(_Section):
     """SQLite synchronous mode. FULL survives power loss; NORMAL only process crashes."""
     group_commit_max_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 1.0
     group_commit_max_batches: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    group_commit_max_points: Annotated[int, Field(ge=1)] = 50_000
+    """A group commit also stops taking submissions at this many points (bounds memory and commit time)."""
     queue_batches: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     """Bounded queue in front of the committer: a full queue back-pressures the sources."""
     hot_cache_points: Annotated[int, Field(ge=0)] = 10_000
@@ -110,9 +112,11 @@ class InfluxSinkSection(_Section):
     verify_tls: bool = True
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     max_batches_per_write: Annotated[int, Field(ge=1)] = 5000
-    max_points_per_write: Annotated[int, Field(ge=1)] = 50_000
+    max_points_per_write: Annotated[int, Field(ge=1)] = 100_000
     """A forwarding round holds at most this many points (bounds memory when draining a backlog)."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    parallel_writes: Annotated[int, Field(ge=1, le=16)] = 2
+    """Request bodies of one forwarding round in flight at once."""
 
     @field_validator("url")
     @classmethod

@@ -61,6 +61,7 @@ class Gateway:
             self.metrics,
             max_delay_s=ob.group_commit_max_delay_ms / 1000,
             max_batches=ob.group_commit_max_batches,
+            max_points=ob.group_commit_max_points,
             queue_size=ob.queue_batches,
             hot=self.hot,
         )
@@ -86,6 +87,7 @@ class Gateway:
                         timeout_s=ix.timeout_s,
                         max_body_bytes=ix.max_body_bytes,
                         verify_tls=ix.verify_tls,
+                        parallel_writes=ix.parallel_writes,
                     ),
                     ix.max_batches_per_write,
                     ix.max_points_per_write,

@@ -143,3 +143,22 @@ def test_outbox_db_integrity(tmp_state_dir: Path) -> None:
     conn.close()
     with pytest.raises(sqlite3.OperationalError):
         sqlite3.connect(f"file:{tmp_state_dir / 'nope.db'}?mode=ro", uri=True).execute("SELECT 1")
+
+
+def test_registry_from_an_older_schema_is_upgraded_in_place(tmp_state_dir: Path) -> None:
+    """A registry.db written before the clock-offset table existed (schema 1) opens without loss."""
+    from gateway.devices import MIGRATIONS as REGISTRY_MIGRATIONS
+    from gateway.devices import DeviceRegistry
+
+    old = connect(tmp_state_dir / "registry.db", REGISTRY_MIGRATIONS[:1])
+    old.execute("INSERT INTO devices (id, kind, enabled, created_ns, updated_ns) VALUES ('cgm-1', 'cgm', 0, 1, 1)")
+    old.execute("INSERT INTO identities (kind, value, device_id) VALUES ('serial', 'SN-1', 'cgm-1')")
+    old.close()
+    reg = DeviceRegistry.open(tmp_state_dir)
+    try:
+        d = reg.get("cgm-1")
+        assert d is not None and not d.enabled and d.identities == {"serial": "SN-1"}
+        reg.set_clock_skew("cgm-1", 1234)
+        assert reg.clock_skews() == {"cgm-1": 1234}
+    finally:
+        reg.close()

@@ -66,6 +66,7 @@ class Committer:
         *,
         max_delay_s: float = 0.005,
         max_batches: int = 2000,
+        max_points: int = 50_000,
         queue_size: int = 20_000,
         hot: HotBatches | None = None,
     ) -> None:
@@ -74,6 +75,7 @@ class Committer:
         self._metrics = metrics
         self._max_delay_s = max_delay_s
         self._max_batches = max_batches
+        self._max_points = max_points
         self._capacity = queue_size
         self._queued = 0
         self._groups: deque[_Group] = deque()
@@ -180,11 +182,15 @@ class Committer:
                 except TimeoutError:
                     break
         groups: list[_Group] = []
-        taken = 0
-        while self._groups and (not groups or taken + len(self._groups[0].batches) <= self._max_batches):
-            g = self._groups.popleft()
-            groups.append(g)
-            taken += len(g.batches)
+        taken = points = 0
+        while self._groups:
+            nxt = self._groups[0]
+            more = sum(b.n_points for b in nxt.batches)
+            if groups and (taken + len(nxt.batches) > self._max_batches or points + more > self._max_points):
+                break
+            groups.append(self._groups.popleft())
+            taken += len(nxt.batches)
+            points += more
         return groups
 
     async def _commit_groups(self, loop: asyncio.AbstractEventLoop, groups: list[_Group]) -> None:

@@ -15,7 +15,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from gateway.metrics import GatewayMetrics
 from gateway.state.db import used_bytes
@@ -51,7 +50,6 @@ class Housekeeper:
         retention_s: float,
         budget_bytes: int,
         history: HistoryPruner | None = None,
-        path: Path | None = None,
     ) -> None:
         self._conn = conn
         self._metrics = metrics

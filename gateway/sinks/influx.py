@@ -158,7 +158,10 @@ class InfluxSink:
         timeout_s: float = 10.0,
         max_body_bytes: int = 4 * 1024 * 1024,
         verify_tls: bool = True,
+        parallel_writes: int = 2,
     ) -> None:
+        if parallel_writes < 1:
+            raise ValueError("parallel_writes must be >= 1")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         if max_body_bytes < 1:
@@ -170,6 +173,7 @@ class InfluxSink:
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
         self.verify_tls = verify_tls
+        self.parallel_writes = parallel_writes
         self._token = token
         self._safe_url = _redact_url(url)
         self._client: Any = None  # InfluxDBClientAsync, created lazily inside the running loop
@@ -213,12 +217,30 @@ class InfluxSink:
     # -- writing
 
     async def write(self, batches: Sequence[Batch]) -> None:
+        """Write all batches or raise; up to ``parallel_writes`` request bodies are in flight at once.
+
+        Line protocol is built on a worker thread so the event loop keeps answering sources meanwhile.
+        """
         try:
-            chunks = encode_batches(batches)
+            chunks = await asyncio.to_thread(encode_batches, batches)
         except PayloadError as exc:
             raise RejectedSinkError(f"{self.name}: cannot encode batch as line protocol: {exc}") from exc
-        for body in pack_bodies(chunks, self.max_body_bytes):
-            await self._post_splitting(body)
+        bodies = list(pack_bodies(chunks, self.max_body_bytes))
+        if len(bodies) == 1 or self.parallel_writes == 1:
+            for body in bodies:
+                await self._post_splitting(body)
+            return
+        slots = asyncio.Semaphore(self.parallel_writes)
+
+        async def post(body: bytes) -> None:
+            async with slots:
+                await self._post_splitting(body)
+
+        outcomes = await asyncio.gather(*(post(b) for b in bodies), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            # a rejection wins: the forwarder then isolates the offending batch; anything else is retried whole
+            raise next((e for e in errors if isinstance(e, RejectedSinkError)), errors[0])
 
     async def _post_splitting(self, body: bytes) -> None:
         try:
