@@ -112,7 +112,7 @@ class InfluxSinkSection(_Section):
     verify_tls: bool = True
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     max_batches_per_write: Annotated[int, Field(ge=1)] = 5000
-    max_points_per_write: Annotated[int, Field(ge=1)] = 100_000
+    max_points_per_write: Annotated[int, Field(ge=1)] = 50_000
     """A forwarding round holds at most this many points (bounds memory when draining a backlog)."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     parallel_writes: Annotated[int, Field(ge=1, le=16)] = 2

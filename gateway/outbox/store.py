@@ -39,7 +39,7 @@ class Pending(NamedTuple):
 class EnvelopeCache:
     """Verified envelopes shared by the forwarders (each envelope is verified once, not once per sink)."""
 
-    def __init__(self, gateway_did: str | None, size: int = 16) -> None:
+    def __init__(self, gateway_did: str | None, size: int = 8) -> None:
         self._did = gateway_did
         self._items: OrderedDict[int, Envelope] = OrderedDict()
         self._size = size
