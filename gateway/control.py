@@ -120,7 +120,7 @@ class ControlServer:
         return web.json_response({"results": [r.as_dict() for r in results]})
 
     def _ingest_reject(self, reason: str, detail: str, body: bytes = b"") -> None:
-        self._ingest.quarantine(QuarantineRecord(reason, detail, None, body))
+        self._ingest.quarantine(QuarantineRecord.of(reason, detail, None, body))
 
 
 def write_control_file(state_dir: Path, url: str, pid: int, did: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -78,58 +79,69 @@ class Forwarder:
         round_: tuple[list[Pending], list[Batch], _Dead] | None = None
         try:
             while True:
-                # a retried bulk round must not hold back urgent batches that arrived meanwhile
-                if (
-                    round_ is not None
-                    and round_[0][0].lane == "bulk"
-                    and await self._in_thread(self._store.has_priority_work, name)
-                ):
-                    round_ = None
-                if round_ is None:
-                    work = await self._in_thread(self._store.next_work, name, self._max_batches, self._max_points)
-                    if not work:
-                        self.idle.set()
-                        if self._stopping:
-                            return
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-                        self.wake.clear()
-                        continue
-                    self.idle.clear()
-                    if self._linger_s and work[0].lane == "bulk" and len(work) < self._max_batches // 4:
-                        # a small bulk round: let a few more commits join it (fewer, larger writes)
-                        await asyncio.sleep(self._linger_s)
-                        work = await self._in_thread(self._store.next_work, name, self._max_batches, self._max_points)
-                    batches, load_dead = await self._in_thread(self._load, work)
-                    round_ = (work, batches, load_dead)
-                # a failed round is retried as it is: not fetched and decoded again
-                work, batches, load_dead = round_
-                failed = {d.id for d, _ in load_dead}
-                live = [p for p in work if p.id not in failed]
                 try:
-                    dead = load_dead + await self._write_isolating(live, batches)
-                except (RetryableSinkError, ThrottledSinkError) as e:
-                    kind = "throttled" if isinstance(e, ThrottledSinkError) else "retryable"
-                    self._metrics.sink_errors.labels(sink=name, kind=kind).inc()
-                    delay = backoff_delay(attempt, e, initial_s=self._retry_initial_s, max_s=self._retry_max_s)
+                    # a retried bulk round must not hold back urgent batches that arrived meanwhile
+                    if (
+                        round_ is not None
+                        and round_[0][0].lane == "bulk"
+                        and await self._in_thread(self._store.has_priority_work, name)
+                    ):
+                        round_ = None
+                    if round_ is None:
+                        work = await self._in_thread(self._store.next_work, name, self._max_batches, self._max_points)
+                        if not work:
+                            self.idle.set()
+                            if self._stopping:
+                                return
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                            self.wake.clear()
+                            continue
+                        self.idle.clear()
+                        if self._linger_s and work[0].lane == "bulk" and len(work) < self._max_batches // 4:
+                            # a small bulk round: let a few more commits join it (fewer, larger writes)
+                            await asyncio.sleep(self._linger_s)
+                            work = await self._in_thread(
+                                self._store.next_work, name, self._max_batches, self._max_points
+                            )
+                        batches, load_dead = await self._in_thread(self._load, work)
+                        round_ = (work, batches, load_dead)
+                    # a failed round is retried as it is: not fetched and decoded again
+                    work, batches, load_dead = round_
+                    failed = {d.id for d, _ in load_dead}
+                    live = [p for p in work if p.id not in failed]
+                    try:
+                        dead = load_dead + await self._write_isolating(live, batches)
+                    except (RetryableSinkError, ThrottledSinkError) as e:
+                        kind = "throttled" if isinstance(e, ThrottledSinkError) else "retryable"
+                        self._metrics.sink_errors.labels(sink=name, kind=kind).inc()
+                        delay = backoff_delay(attempt, e, initial_s=self._retry_initial_s, max_s=self._retry_max_s)
+                        attempt += 1
+                        self.last_error = str(e)
+                        log.warning("sink %s: %s; retrying in %.1f s (attempt %d)", name, e, delay, attempt)
+                        await asyncio.sleep(delay)
+                        continue
+                    round_ = None
+                    attempt = 0
+                    self.last_error = None
+                    dead_ids = {p.id for p, _ in dead}
+                    delivered = [p for p in work if p.id not in dead_ids]
+                    await self._in_thread(self._store.record, name, delivered, dead)
+                    points = sum(p.n_points for p in delivered)
+                    self._metrics.readings_forwarded.labels(sink=name).inc(points)
+                    self._metrics.batches_forwarded.labels(sink=name).inc(len(delivered))
+                    if dead:
+                        self._metrics.dead_lettered.labels(sink=name).inc(len(dead))
+                        for p, reason in dead:
+                            log.error("sink %s rejected batch %d (dead letter): %s", name, p.id, reason)
+                except sqlite3.Error as e:  # the outbox itself failed (locked, disk full): retry, never die
+                    self._metrics.sink_errors.labels(sink=name, kind="outbox").inc()
+                    delay = backoff_delay(attempt, None, initial_s=self._retry_initial_s, max_s=self._retry_max_s)
                     attempt += 1
-                    self.last_error = str(e)
-                    log.warning("sink %s: %s; retrying in %.1f s (attempt %d)", name, e, delay, attempt)
+                    self.last_error = f"outbox: {e}"
+                    log.warning("sink %s: outbox access failed: %s; retrying in %.1f s", name, e, delay)
+                    round_ = None
                     await asyncio.sleep(delay)
-                    continue
-                round_ = None
-                attempt = 0
-                self.last_error = None
-                dead_ids = {p.id for p, _ in dead}
-                delivered = [p for p in work if p.id not in dead_ids]
-                await self._in_thread(self._store.record, name, delivered, dead)
-                points = sum(p.n_points for p in delivered)
-                self._metrics.readings_forwarded.labels(sink=name).inc(points)
-                self._metrics.batches_forwarded.labels(sink=name).inc(len(delivered))
-                if dead:
-                    self._metrics.dead_lettered.labels(sink=name).inc(len(dead))
-                    for p, reason in dead:
-                        log.error("sink %s rejected batch %d (dead letter): %s", name, p.id, reason)
         finally:
             self._executor.shutdown(wait=False)
 
@@ -163,6 +175,10 @@ class Forwarder:
             raise
         except SinkError as e:  # an unclassified sink error is treated as transient
             raise RetryableSinkError(str(e)) from e
+        except Exception as e:  # a sink bug must not stop the gateway: isolate the batch like a rejection
+            log.exception("sink %s failed unexpectedly on %d batch(es)", self.sink.name, len(batches))
+            if len(batches) == 1:
+                return [(work[0], f"unexpected sink failure: {type(e).__name__}: {e}")]
         mid = len(batches) // 2
         left = await self._write_isolating(work[:mid], batches[:mid])
         right = await self._write_isolating(work[mid:], batches[mid:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import math
 import time
@@ -66,7 +67,10 @@ def parse_body(body: bytes, content_type: str) -> IngestRequest:
     batches: list[Any] = doc["batches"]
     if len(batches) > MAX_BATCHES_PER_REQUEST:
         raise PayloadError(f"at most {MAX_BATCHES_PER_REQUEST} batches per request")
-    return IngestRequest(batches, _int(doc, "clock", required=False))
+    clock = _int(doc, "clock", required=False)
+    if clock is not None and not 0 < clock <= _I64_MAX:
+        raise PayloadError("'clock' must be the sender's time in ns since the Unix epoch")
+    return IngestRequest(batches, clock)
 
 
 def _int(m: dict[str, Any], k: str, *, required: bool = True) -> int | None:
@@ -100,11 +104,21 @@ _DEFAULT_UNIT: dict[str, str] = {m.name: m.unit for m in METRICS.values()}
 _ABSENT = frozenset(a.value for a in AbsentReason)
 
 
+_I64_MAX = 2**63 - 1
+
+
 def _opt_int(r: dict[str, Any], k: str) -> int | None:
     v = r.get(k)
-    if v is None or type(v) is int:
+    if v is None or (type(v) is int and 0 <= v <= _I64_MAX):
         return v
-    raise PayloadError(f"{k!r} must be an integer")
+    raise PayloadError(f"{k!r} must be an integer from 0 to 2**63-1")
+
+
+def _time(t: int, what: str) -> int:
+    """A time in ns since the epoch, after clock correction: must fit a signed 64-bit integer."""
+    if not 0 <= t <= _I64_MAX:
+        raise PayloadError(f"{what} is out of range after clock correction (0 to 2**63-1 ns)")
+    return t
 
 
 def _reading(r: Any, received_ns: int, skew: int, tq: int) -> Reading:
@@ -125,7 +139,7 @@ def _reading(r: Any, received_ns: int, skew: int, tq: int) -> Reading:
     if t is None:
         t, tq = received_ns, tq | _RECEIVE_TIME
     elif type(t) is int:
-        t += skew
+        t = _time(t + skew, "'t'")
     else:
         raise PayloadError("'t' must be an integer (ns since the Unix epoch)")
     absent = r.get("absent")
@@ -147,12 +161,15 @@ def _reading(r: Any, received_ns: int, skew: int, tq: int) -> Reading:
     alert = r.get("alert", False)
     if type(alert) is not bool:
         raise PayloadError("'alert' must be a boolean")
+    p = r.get("p")
+    if p is not None and (type(p) is not int or not -30 <= p <= 30):
+        raise PayloadError("'p' (decimal digits kept) must be an integer from -30 to 30")
     return Reading(
         name,
         value,
         unit,
         t,
-        _opt_int(r, "p"),
+        p,
         absent,
         _opt_int(r, "seq"),
         tq,
@@ -226,7 +243,12 @@ class IngestSource:
         t0 = _int(w, "t0")
         period = _int(w, "period")
         assert t0 is not None and period is not None
-        return Waveform(met.name, unit, t0 + skew, period, _samples(w.get("i32le")), tq)
+        if not 0 < period <= _I64_MAX:
+            raise PayloadError("'period' must be a positive number of ns")
+        samples = _samples(w.get("i32le"))
+        start = _time(t0 + skew, "'t0'")
+        _time(start + max(0, samples.size - 1) * period, "the last sample's time")
+        return Waveform(met.name, unit, start, period, samples, tq)
 
     async def ingest(
         self, maps: Sequence[Any], payload_for_hash: bytes = b"", clock: int | None = None
@@ -236,6 +258,7 @@ class IngestSource:
         synced = self._clock.synced()
         results: list[IngestResult | None] = [None] * len(maps)
         good: list[tuple[int, Batch]] = []
+        evidence = _Evidence(payload_for_hash)
         for i, m in enumerate(maps):
             if i and not i % _YIELD_EVERY:
                 await asyncio.sleep(0)  # a large request must not hold up small ones behind it
@@ -244,7 +267,10 @@ class IngestSource:
                 # batches without device times fall back to the receive time: +i ns keeps them distinct
                 batch = self.to_batch(m, received_ns + i, synced, clock)
             except PayloadError as e:
-                self._reject(results, i, "malformed", str(e), device_id, payload_for_hash)
+                self._reject(results, i, "malformed", str(e), device_id, evidence)
+                continue
+            except (TypeError, ValueError, OverflowError) as e:  # e.g. a list where a name belongs
+                self._reject(results, i, "malformed", f"wrong type or value: {e}", device_id, evidence)
                 continue
             device = self._registry.get(batch.device_id)
             if device is None:
@@ -254,7 +280,7 @@ class IngestSource:
                     "unknown_device",
                     f"device {batch.device_id} is not registered",
                     batch.device_id,
-                    payload_for_hash,
+                    evidence,
                 )
             elif not device.enabled:
                 self._reject(
@@ -263,7 +289,7 @@ class IngestSource:
                     "disabled_device",
                     f"device {batch.device_id} is disabled",
                     batch.device_id,
-                    payload_for_hash,
+                    evidence,
                 )
             else:
                 good.append((i, batch))
@@ -283,8 +309,22 @@ class IngestSource:
         reason: str,
         detail: str,
         device_id: Any,
-        payload: bytes,
+        evidence: _Evidence,
     ) -> None:
         dev = device_id if isinstance(device_id, str) else None
-        self._committer.quarantine(QuarantineRecord(reason, detail, dev, payload))
+        digest, size = evidence.digest()
+        self._committer.quarantine(QuarantineRecord(reason, detail, dev, digest, size))
         results[i] = IngestResult("quarantined", f"{reason}: {detail}")
+
+
+class _Evidence:
+    """The request body's SHA-256 for quarantine records, computed once per request and only if needed."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._digest: tuple[bytes | None, int] | None = None
+
+    def digest(self) -> tuple[bytes | None, int]:
+        if self._digest is None:
+            self._digest = (hashlib.sha256(self._body).digest() if self._body else None, len(self._body))
+        return self._digest

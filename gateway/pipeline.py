@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -225,12 +226,18 @@ class Gateway:
 
     async def _housekeeping(self) -> None:
         while True:
-            self._stats = await asyncio.to_thread(self._housekeep_once)
+            try:
+                self._stats = await asyncio.to_thread(self._housekeep_once)
+            except sqlite3.Error as e:  # e.g. the outbox locked for longer than the busy timeout: next round
+                log.warning("housekeeping failed this round: %s", e)
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     def _housekeep_once(self) -> dict[str, Any]:
         verdict = self.housekeeper.run_once()
-        self.local.prune_expired()
+        expired = self.local.prune_expired()
+        if expired:
+            self.metrics.pruned_history.labels(why="retention").inc(expired)
+            log.info("local history: %d row(s) past sinks.local.retention_days removed", expired)
         self.committer.set_backpressure(verdict.backpressure)
         self.metrics.clock_synced.set(1 if self.clock.synced() else 0)
         store = self._hk_store

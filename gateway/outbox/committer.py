@@ -41,10 +41,28 @@ class CommitResult(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class QuarantineRecord:
+    """A rejected input. The payload itself is never stored: only its SHA-256 and size."""
+
     reason: str
     detail: str
     device_id: str | None = None
-    payload: bytes = b""
+    payload_sha256: bytes | None = None
+    payload_size: int = 0
+
+    def __post_init__(self) -> None:
+        # input text can hold anything (e.g. lone surrogates from JSON): keep it storable
+        object.__setattr__(self, "detail", _storable(self.detail)[:500])
+        if self.device_id is not None:
+            object.__setattr__(self, "device_id", _storable(self.device_id)[:64])
+
+    @classmethod
+    def of(cls, reason: str, detail: str, device_id: str | None, payload: bytes) -> QuarantineRecord:
+        digest = hashlib.sha256(payload).digest() if payload else None
+        return cls(reason, detail, device_id, digest, len(payload))
+
+
+def _storable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(slots=True)
@@ -153,9 +171,18 @@ class Committer:
                     break
                 await self._commit_groups(loop, groups)
             if self._quarantine:
-                await loop.run_in_executor(self._executor, self._write, [], self._take_quarantine())
+                await self._write_quarantine(loop)
         finally:
             self._executor.shutdown(wait=True)
+
+    async def _write_quarantine(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write pending quarantine records on their own; a failure is logged and counted, never fatal."""
+        records = self._take_quarantine()
+        try:
+            await loop.run_in_executor(self._executor, self._write, [], records)
+        except Exception as e:  # the records are lost, loudly: the gateway keeps running
+            log.error("could not store %d quarantine record(s): %s", len(records), e)
+            self._metrics.commit_failures.inc()
 
     def _take_quarantine(self) -> list[QuarantineRecord]:
         q = list(self._quarantine)
@@ -171,7 +198,7 @@ class Committer:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=0.5)
             except TimeoutError:
                 if self._quarantine:
-                    await loop.run_in_executor(self._executor, self._write, [], self._take_quarantine())
+                    await self._write_quarantine(loop)
         # group commit: if the first submission is small, give others a moment to join it
         if self._queued < self._max_batches and self._max_delay_s > 0:
             deadline = loop.time() + self._max_delay_s
@@ -279,17 +306,7 @@ class Committer:
                 conn.executemany(
                     "INSERT INTO quarantine (time_ns, device_id, reason, detail, payload_sha256, payload_size)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            now,
-                            q.device_id,
-                            q.reason,
-                            q.detail[:500],
-                            hashlib.sha256(q.payload).digest() if q.payload else None,
-                            len(q.payload),
-                        )
-                        for q in quarantined
-                    ],
+                    [(now, q.device_id, q.reason, q.detail, q.payload_sha256, q.payload_size) for q in quarantined],
                 )
             conn.execute("COMMIT")
         except BaseException:

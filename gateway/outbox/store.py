@@ -110,6 +110,13 @@ class OutboxStore:
     # --- what to deliver -------------------------------------------------------------------------
     def next_work(self, sink: str, limit: int, max_points: int = 1 << 62) -> list[Pending]:
         """The next round for ``sink``: at most ``limit`` batches and about ``max_points`` points."""
+        while True:
+            work = self._next_work(sink, limit, max_points)
+            if work is not None:
+                return work
+
+    def _next_work(self, sink: str, limit: int, max_points: int) -> list[Pending] | None:
+        """One look; ``None`` when the window held only batches already sent ahead (cursor moved: look again)."""
         cur = self.cursor(sink)
         rows = self._bounded(
             "redrive",
@@ -146,7 +153,7 @@ class OutboxStore:
             todo = [p for p in out if p.id not in ahead]
             if not todo:
                 self.record(sink, out, [])
-                return self.next_work(sink, limit, max_points)
+                return None
             out = todo
         return out
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import RetryableSinkError
+from gateway.errors import RejectedSinkError, RetryableSinkError
 from gateway.model import Batch, Reading
 from gateway.state.db import connect, used_bytes
 
@@ -52,10 +52,18 @@ MIGRATIONS = (
     ) WITHOUT ROWID;
     CREATE INDEX waveforms_time ON waveforms(start_ns)
     """,
+    # retention counts from when a row was stored, not from its device time: a meter uploading
+    # month-old records must not see them deleted the second they arrive
+    """
+    ALTER TABLE readings ADD COLUMN stored_ns INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE waveforms ADD COLUMN stored_ns INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX readings_stored ON readings(stored_ns);
+    CREATE INDEX waveforms_stored ON waveforms(stored_ns)
+    """,
 )
 
 
-_READING_COLUMNS = ("device", *Reading._fields)
+_READING_COLUMNS = ("device", *Reading._fields, "stored_ns")
 _COLUMN_NAMES = {"device_time_ns": "t_ns", "time_quality": "tq"}
 _INSERT_READINGS = (
     f"INSERT OR REPLACE INTO readings ({', '.join(_COLUMN_NAMES.get(c, c) for c in _READING_COLUMNS)})"
@@ -84,13 +92,16 @@ class LocalSink:
                 await asyncio.get_running_loop().run_in_executor(self._executor, self._write, batches)
             except sqlite3.OperationalError as e:  # locked / disk I/O: the outbox still holds the data
                 raise RetryableSinkError(f"local history: {e}") from e
+            except (OverflowError, ValueError, TypeError, sqlite3.DataError) as e:  # the data cannot be stored
+                raise RejectedSinkError(f"local history cannot store it: {e}") from e
 
     def _write(self, batches: Sequence[Batch]) -> None:
         rows: list[tuple[Any, ...]] = []
         waves: list[tuple[Any, ...]] = []
+        stored = (time.time_ns(),)
         for b in batches:
             d = (b.device_id,)
-            rows.extend([d + r for r in b.readings])  # column order of _READING_COLUMNS = (device, *Reading)
+            rows.extend([d + r + stored for r in b.readings])  # column order of _READING_COLUMNS
             for w in b.waveforms:
                 waves.append(
                     (
@@ -102,6 +113,7 @@ class LocalSink:
                         int(w.samples.size),
                         w.samples.astype("<i4").tobytes(),
                         int(w.time_quality),
+                        stored[0],
                     )
                 )
         with self._tlock:
@@ -114,7 +126,11 @@ class LocalSink:
             if rows:
                 c.executemany(_INSERT_READINGS, rows)
             if waves:
-                c.executemany("INSERT OR REPLACE INTO waveforms VALUES (?,?,?,?,?,?,?,?)", waves)
+                c.executemany(
+                    "INSERT OR REPLACE INTO waveforms (device, metric, start_ns, period_ns, unit, n, samples, tq,"
+                    " stored_ns) VALUES (?,?,?,?,?,?,?,?,?)",
+                    waves,
+                )
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -129,22 +145,19 @@ class LocalSink:
         return self._delete_before(time.time_ns() - self._retention_ns)
 
     def prune_oldest(self, rows: int) -> int:
-        """Drop about ``rows`` of the oldest history rows (disk budget); returns rows deleted."""
-        row = self._conn.execute(
-            "SELECT t_ns FROM readings ORDER BY t_ns LIMIT 1 OFFSET ?", (max(0, rows - 1),)
-        ).fetchone()
-        wrow = self._conn.execute(
-            "SELECT start_ns FROM waveforms ORDER BY start_ns LIMIT 1 OFFSET ?", (max(0, rows // 50 - 1),)
-        ).fetchone()
-        candidates = [r[0] for r in (row, wrow) if r is not None]
-        if not candidates:
-            oldest = self._conn.execute(
-                "SELECT MAX(t) FROM (SELECT MAX(t_ns) AS t FROM readings UNION ALL SELECT MAX(start_ns) FROM waveforms)"
+        """Drop about ``rows`` of the longest-stored history rows (disk budget); returns rows deleted."""
+        with self._tlock:
+            row = self._conn.execute(
+                "SELECT MIN(s) FROM (SELECT MIN(stored_ns) AS s FROM readings UNION ALL"
+                " SELECT MIN(stored_ns) FROM waveforms)"
             ).fetchone()
-            if oldest[0] is None:
+            if row[0] is None:
                 return 0
-            candidates = [oldest[0]]
-        return self._delete_before(min(candidates) + 1)
+            nth = self._conn.execute(
+                "SELECT stored_ns FROM readings ORDER BY stored_ns LIMIT 1 OFFSET ?", (max(0, rows - 1),)
+            ).fetchone()
+            cutoff = (nth[0] if nth else row[0]) + 1
+            return self._delete_locked(cutoff)
 
     def _delete_before(self, cutoff_ns: int) -> int:
         with self._tlock:
@@ -154,8 +167,8 @@ class LocalSink:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            n = c.execute("DELETE FROM readings WHERE t_ns < ?", (cutoff_ns,)).rowcount
-            n += c.execute("DELETE FROM waveforms WHERE start_ns < ?", (cutoff_ns,)).rowcount
+            n = c.execute("DELETE FROM readings WHERE stored_ns < ?", (cutoff_ns,)).rowcount
+            n += c.execute("DELETE FROM waveforms WHERE stored_ns < ?", (cutoff_ns,)).rowcount
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -165,8 +178,9 @@ class LocalSink:
     # --- reads (status, tests, the dataspace endpoint later) ----------------------------------------
     def count(self) -> tuple[int, int]:
         """(readings, waveform samples) held."""
-        r = self._conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-        s = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM waveforms").fetchone()[0]
+        with self._tlock:
+            r = self._conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+            s = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM waveforms").fetchone()[0]
         return int(r), int(s)
 
     async def close(self) -> None:
