@@ -68,6 +68,10 @@ class Forwarder:
     async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def close(self) -> None:
+        """Close the forwarder's outbox connection (after :meth:`run` has returned)."""
+        self._store.conn.close()
+
     def finish_when_idle(self) -> None:
         """Shutdown: return from :meth:`run` as soon as nothing is left to deliver."""
         self._stopping = True
@@ -143,7 +147,7 @@ class Forwarder:
                     round_ = None
                     await asyncio.sleep(delay)
         finally:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown(wait=True)  # no store call may outlive run(): close() follows
 
     def _load(self, work: Sequence[Pending]) -> tuple[list[Batch], _Dead]:
         """Decode batches; an envelope that fails verification dead-letters its batches, loudly."""

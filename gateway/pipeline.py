@@ -131,6 +131,7 @@ class Gateway:
         self._started_ns = time.time_ns()
         self.url = ""
         self.ready = asyncio.Event()
+        self._hk_stop = asyncio.Event()
         self.stop_requested = asyncio.Event()
 
     # --- views ---------------------------------------------------------------------------------
@@ -206,7 +207,8 @@ class Gateway:
                 for t in late:
                     log.warning("sink %s still had data at shutdown; it stays in the outbox", t.get_name())
                     t.cancel()
-                hk.cancel()
+                self._hk_stop.set()  # let a running pass finish: it uses connections closed below
+                await hk
                 await self.control.stop()
         finally:
             if install_signal_handlers:
@@ -222,15 +224,18 @@ class Gateway:
             await sink.close()
         self.registry.close()
         self._hk_store.conn.close()
+        for f in self.forwarders:
+            f.close()
         self._writer_conn.close()
 
     async def _housekeeping(self) -> None:
-        while True:
+        while not self._hk_stop.is_set():
             try:
                 self._stats = await asyncio.to_thread(self._housekeep_once)
             except sqlite3.Error as e:  # e.g. the outbox locked for longer than the busy timeout: next round
                 log.warning("housekeeping failed this round: %s", e)
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hk_stop.wait(), timeout=HOUSEKEEPING_INTERVAL_S)
 
     def _housekeep_once(self) -> dict[str, Any]:
         verdict = self.housekeeper.run_once()

@@ -122,6 +122,7 @@ async def test_urgent_batch_overtakes_a_backlog(tmp_state_dir: Path, vm_private:
         async with running(cfg) as gw:  # type: ignore[arg-type]
             proxy.fail_next(10_000, 503, headers={"Retry-After": "1"})  # store down: build a backlog
             await post(gw, [hr_batch("hr-1", i) for i in range(1000)])
+            await wait_until(lambda: any(r.status == 503 for r in proxy.requests), what="the backlog's first try")
             hypo = {
                 "device": "cgm-1",
                 "key": ["boot1", 1],

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -104,7 +106,11 @@ class Housekeeper:
         return len(ns)
 
     def used(self) -> int:
+        """Bytes in use by the outbox (its pages and its write-ahead log) and the local history."""
         total = used_bytes(self._conn)
+        db_file = self._conn.execute("PRAGMA database_list").fetchone()[2]
+        with contextlib.suppress(OSError):
+            total += os.path.getsize(f"{db_file}-wal")
         if self._history is not None:
             total += self._history.used()
         return total
