@@ -111,6 +111,10 @@ class DeviceRegistry:
         self.refresh()
         return self._cache.get(device_id)
 
+    def cached(self, device_id: str) -> Device | None:
+        """Like :meth:`get` without checking for changes: for hot loops that called :meth:`refresh` first."""
+        return self._cache.get(device_id)
+
     def resolve(self, kind: str, value: str) -> Device | None:
         """The device a transport identity (MQTT CN, BLE address, serial …) maps to."""
         self.refresh()

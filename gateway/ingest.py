@@ -204,7 +204,7 @@ class IngestSource:
         if type(device_id) is not str:
             raise PayloadError("'device' must be a device id string")
         skey = SourceKey(device_id, tuple(key))  # validates the device id and parts
-        device = self._registry.get(device_id)
+        device = self._registry.cached(device_id)
         tq = _GOOD if gateway_synced else _UNSYNCED
         skew = 0
         if clock is not None and device is not None and device.enabled:
@@ -256,6 +256,7 @@ class IngestSource:
         """Validate, quarantine what must not enter, commit the rest; one result per map, in order."""
         received_ns = time.time_ns()
         synced = self._clock.synced()
+        self._registry.refresh()  # once per request; the loop below reads the cache
         results: list[IngestResult | None] = [None] * len(maps)
         good: list[tuple[int, Batch]] = []
         evidence = _Evidence(payload_for_hash)
@@ -272,7 +273,7 @@ class IngestSource:
             except (TypeError, ValueError, OverflowError) as e:  # e.g. a list where a name belongs
                 self._reject(results, i, "malformed", f"wrong type or value: {e}", device_id, evidence)
                 continue
-            device = self._registry.get(batch.device_id)
+            device = self._registry.cached(batch.device_id)
             if device is None:
                 self._reject(
                     results,

@@ -115,7 +115,7 @@ def test_ingest_batch_validation_never_crashes(obj: object) -> None:
     """Any CBOR-shaped value in place of a batch map is refused with a PayloadError, nothing else."""
 
     class _NoRegistry:
-        def get(self, device_id: str) -> None:
+        def cached(self, device_id: str) -> None:
             return None
 
     src = IngestSource.__new__(IngestSource)
