@@ -16,7 +16,7 @@ from pathlib import Path
 from gateway.config import DeviceEntry
 from gateway.errors import RegistryError
 from gateway.model import check_device_id
-from gateway.state.db import connect
+from gateway.state.db import connect, write_transaction
 
 IDENTITY_KINDS = ("mqtt_cn", "mqtt_username", "ble_address", "serial")
 
@@ -141,7 +141,7 @@ class DeviceRegistry:
         now = time.time_ns()
         pairs = [(k, _norm_identity(k, v)) for k, v in (identities or {}).items() if v is not None]
         try:
-            with self._tx():
+            with write_transaction(self._conn):
                 self._conn.execute(
                     "INSERT INTO devices (id, kind, enabled, public_key, created_ns, updated_ns)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -158,7 +158,7 @@ class DeviceRegistry:
         return device
 
     def set_enabled(self, device_id: str, enabled: bool, note: str = "") -> Device:
-        with self._tx():
+        with write_transaction(self._conn):
             cur = self._conn.execute(
                 "UPDATE devices SET enabled = ?, note = ?, updated_ns = ? WHERE id = ?",
                 (int(enabled), note, time.time_ns(), device_id),
@@ -195,20 +195,6 @@ class DeviceRegistry:
             " DO UPDATE SET skew_ns = excluded.skew_ns, updated_ns = excluded.updated_ns",
             (device_id, skew_ns, time.time_ns()),
         )
-
-    def _tx(self) -> _Tx:
-        return _Tx(self._conn)
-
-
-class _Tx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 def describe(devices: Iterable[Device]) -> list[dict[str, object]]:

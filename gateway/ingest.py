@@ -73,15 +73,6 @@ def parse_body(body: bytes, content_type: str) -> IngestRequest:
     return IngestRequest(batches, clock)
 
 
-def _int(m: dict[str, Any], k: str, *, required: bool = True) -> int | None:
-    v = m.get(k)
-    if v is None and not required:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise PayloadError(f"{k!r} must be an integer")
-    return v
-
-
 def _samples(raw: Any) -> np.ndarray[Any, np.dtype[np.int32]]:
     if isinstance(raw, str):
         try:
@@ -107,9 +98,10 @@ _ABSENT = frozenset(a.value for a in AbsentReason)
 _I64_MAX = 2**63 - 1
 
 
-def _opt_int(r: dict[str, Any], k: str) -> int | None:
-    v = r.get(k)
-    if v is None or (type(v) is int and 0 <= v <= _I64_MAX):
+def _int(m: dict[str, Any], k: str, *, required: bool = True) -> int | None:
+    """An integer field in 0 … 2**63-1 (``None`` when absent and not required)."""
+    v = m.get(k)
+    if (v is None and not required) or (type(v) is int and 0 <= v <= _I64_MAX):
         return v
     raise PayloadError(f"{k!r} must be an integer from 0 to 2**63-1")
 
@@ -171,9 +163,9 @@ def _reading(r: Any, received_ns: int, skew: int, tq: int) -> Reading:
         t,
         p,
         absent,
-        _opt_int(r, "seq"),
+        _int(r, "seq", required=False),
         tq,
-        _opt_int(r, "status") or 0,
+        _int(r, "status", required=False) or 0,
         alert,
     )
 

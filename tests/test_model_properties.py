@@ -145,3 +145,22 @@ def test_clock_monitor_modes() -> None:
     assert ClockMonitor("synced").synced() is True
     assert ClockMonitor("unsynced").synced() is False
     assert isinstance(ClockMonitor("auto").synced(), bool)
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_export_reader_rejects_garbage_cleanly(data: bytes) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from gateway.errors import ProvenanceError
+    from gateway.provenance.export import read_export
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.cborseq"
+        path.write_bytes(data)
+        try:
+            items = list(read_export(path))
+        except ProvenanceError:
+            return
+        assert all(isinstance(i, bytes) for i in items)

@@ -27,6 +27,7 @@ from gateway.model import Batch
 from gateway.outbox.hotcache import HotBatches
 from gateway.provenance.envelope import build_envelope, envelope_hash
 from gateway.provenance.identity import GatewayIdentity
+from gateway.state.db import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +285,7 @@ class Committer:
         now = time.time_ns()
         conn = self._conn
         first_id = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             if fresh:
                 n = self._last_n + 1
                 bodies = [encode_batch(b) for b, _ in fresh]
@@ -308,10 +308,6 @@ class Committer:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     [(now, q.device_id, q.reason, q.detail, q.payload_sha256, q.payload_size) for q in quarantined],
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if fresh:
             self._last_n, self._prev_hash = n, h
         return results, first_id

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.metrics import GatewayMetrics
-from gateway.state.db import used_bytes
+from gateway.state.db import used_bytes, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,9 @@ class Housekeeper:
         if not ns:
             return 0
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(c):
             c.executemany("DELETE FROM batches WHERE envelope_n = ?", [(n,) for n in ns])
             c.executemany("DELETE FROM envelopes WHERE n = ?", [(n,) for n in ns])
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         return len(ns)
 
     def used(self) -> int:

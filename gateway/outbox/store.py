@@ -21,7 +21,7 @@ from gateway.model import Batch
 from gateway.outbox.hotcache import HotBatches
 from gateway.outbox.schema import MIGRATIONS
 from gateway.provenance.envelope import Envelope, open_envelope
-from gateway.state.db import Synchronous, connect
+from gateway.state.db import Synchronous, connect, write_transaction
 
 Lane = Literal["redrive", "urgent", "bulk"]
 
@@ -197,8 +197,7 @@ class OutboxStore:
         """One transaction: advance the cursor / mark ahead / move to dead letters."""
         now = time.time_ns()
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             done = list(delivered) + [p for p, _ in dead]
             for p, reason in dead:
                 conn.execute(
@@ -228,10 +227,6 @@ class OutboxStore:
                     (sink, top),
                 )
                 conn.execute("DELETE FROM sink_ahead WHERE sink = ? AND batch_id <= ?", (sink, top))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if bulk and self._hot is not None:
             self._hot.delivered_upto(sink, max(bulk))
 

@@ -16,11 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gateway.errors import RejectedSinkError, RetryableSinkError
 from gateway.model import Batch, Reading
-from gateway.state.db import connect, used_bytes
+from gateway.state.db import connect, used_bytes, write_transaction
 
 MIGRATIONS = (
     """
@@ -121,8 +119,7 @@ class LocalSink:
 
     def _commit_rows(self, rows: list[tuple[Any, ...]], waves: list[tuple[Any, ...]]) -> None:
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(c):
             if rows:
                 c.executemany(_INSERT_READINGS, rows)
             if waves:
@@ -131,10 +128,6 @@ class LocalSink:
                     " stored_ns) VALUES (?,?,?,?,?,?,?,?,?)",
                     waves,
                 )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
     # --- housekeeping (called from the housekeeper's thread) ---------------------------------------
     def used_bytes(self) -> int:
@@ -165,14 +158,9 @@ class LocalSink:
 
     def _delete_locked(self, cutoff_ns: int) -> int:
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(c):
             n = c.execute("DELETE FROM readings WHERE stored_ns < ?", (cutoff_ns,)).rowcount
             n += c.execute("DELETE FROM waveforms WHERE stored_ns < ?", (cutoff_ns,)).rowcount
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         return int(n)
 
     # --- reads (status, tests, the dataspace endpoint later) ----------------------------------------
@@ -186,7 +174,3 @@ class LocalSink:
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._conn.close()
-
-
-def waveform_samples(blob: bytes) -> np.ndarray[Any, np.dtype[np.int32]]:
-    return np.frombuffer(blob, dtype="<i4").astype(np.int32)

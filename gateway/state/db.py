@@ -8,9 +8,10 @@ gateway (more migrations than this code knows) is refused rather than silently m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,19 @@ def connect(
             conn.close()
             raise StateError(f"{path}: migration failed: {e}") from e
     return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` when the block raises (the connection is in
+    autocommit mode: ``isolation_level=None``)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _private(path: Path) -> None:
