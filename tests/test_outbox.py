@@ -162,3 +162,17 @@ def test_registry_from_an_older_schema_is_upgraded_in_place(tmp_state_dir: Path)
         assert reg.clock_skews() == {"cgm-1": 1234}
     finally:
         reg.close()
+
+
+def test_write_transaction_rolls_back_and_leaves_the_connection_usable(tmp_path: Path) -> None:
+    from gateway.state.db import write_transaction
+
+    conn = connect(tmp_path / "t.db", ("CREATE TABLE t (a INTEGER)",))
+    with pytest.raises(ZeroDivisionError), write_transaction(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+        _ = 1 / 0
+    assert not conn.in_transaction
+    with write_transaction(conn):
+        conn.execute("INSERT INTO t VALUES (2)")
+    assert conn.execute("SELECT a FROM t").fetchall() == [(2,)]
+    conn.close()
