@@ -23,7 +23,15 @@ class RegistryError(GatewayError):
 
 
 class PayloadError(GatewayError, ValueError):
-    """An input payload is malformed; the message says what and where."""
+    """An input payload is malformed; the message says what and where.
+
+    ``reason`` is the quarantine reason it is counted under (``ds4h_rejected_total{reason=…}``):
+    ``malformed`` unless a source classifies more precisely (e.g. ``unknown_name``, ``bad_unit``).
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DeviceIdError(PayloadError):
