@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from firmware_sim.fleet import (
+    DEVICE_ID_RE,
     KIND_ECG,
     KIND_HEART_RATE,
     METRIC_ECG,
@@ -160,6 +161,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-time", type=_positive_float, help="give up (exit 1) after this many seconds (default: never)")
     _add_client_args(p, concurrency=4)
+
+    p = sub.add_parser(
+        "mqtt",
+        help="simulated 5G devices publishing SenML over MQTT (mutual TLS)",
+        description="Run N simulated 5G devices that publish SenML frames to the broker with their own "
+        "certificates, keep every frame until the gateway's ack watermark covers it, and resend what it "
+        "does not cover. Real time by default (cardiac monitors: heart rate, SpO2, ECG; or CGMs); --flood "
+        "sends a fixed number of frames as fast as possible. Prints a one-line JSON summary.",
+    )
+    p.add_argument("--broker", required=True, help="HOST:PORT of the broker")
+    p.add_argument(
+        "--pki-dir",
+        type=Path,
+        help="the site's pki directory (ca.crt, devices/<id>.crt|.key); without it, plain TCP (loopback only)",
+    )
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--device-ids", help="comma-separated device ids")
+    g.add_argument("--devices", type=_positive_int, help="N devices named <prefix>01 …")
+    p.add_argument("--prefix", default="g5-", help="device id prefix with --devices (default: g5-)")
+    p.add_argument("--kind", choices=("cardiac", "cgm"), default="cardiac", help="what the devices measure")
+    p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default: 5)")
+    p.add_argument("--format", choices=("cbor", "json"), default="cbor", help="SenML encoding (default: cbor)")
+    p.add_argument("--ecg-fs", type=_positive_int, default=130, help="ECG sampling rate, Hz (default: 130)")
+    p.add_argument("--duration", type=_positive_float, help="real-time mode: seconds to run (default: until Ctrl-C)")
+    p.add_argument("--flood", type=_positive_int, help="send this many frames per device as fast as possible")
+    p.add_argument("--flood-ecg-samples", type=_non_negative_int, default=0, help="ECG samples per flood frame")
+    p.add_argument("--reboot-after", type=_non_negative_int, default=0, help="reboot each device every N frames")
+    p.add_argument("--resend-after", type=_positive_float, default=5.0, help="resend an unacked frame after S s")
+    p.add_argument("--settle-timeout", type=float, default=60.0, help="seconds to wait for the last acks")
+    p.add_argument("--ack-log", type=Path, help="append each acknowledged source key (device/boot/seq) here")
+    p.add_argument("--seed", type=int, default=1, help="physiology seed (default: 1)")
     return parser
 
 
@@ -363,6 +395,55 @@ async def run_flood(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def run_mqtt(args: argparse.Namespace) -> int:
+    import threading
+
+    import paho.mqtt.client as paho
+
+    from firmware_sim.mqtt_fleet import FleetOptions, MqttFleet
+    from firmware_sim.senml import CBOR, JSON
+
+    host, _, port = args.broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"ds4h-sim: --broker must be HOST:PORT, not {args.broker!r}")
+    if args.device_ids:
+        ids = [d.strip() for d in args.device_ids.split(",") if d.strip()]
+    else:
+        ids = [f"{args.prefix}{i + 1:02d}" for i in range(args.devices)]
+    for d in ids:
+        if not DEVICE_ID_RE.fullmatch(d):
+            raise SystemExit(f"ds4h-sim: {d!r} is not a canonical device id")
+    opts = FleetOptions(
+        host=host,
+        port=int(port),
+        pki_dir=args.pki_dir,
+        device_ids=ids,
+        kind=args.kind,
+        protocol=paho.MQTTv5 if args.protocol == "5" else paho.MQTTv311,
+        content_type=CBOR if args.format == "cbor" else JSON,
+        ack_log=args.ack_log,
+        ecg_fs=args.ecg_fs,
+        seed=args.seed,
+        resend_after_s=args.resend_after,
+        reboot_after=args.reboot_after,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    fleet = MqttFleet(opts)
+    try:
+        fleet.start()
+        if args.flood:
+            fleet.run_flood(args.flood, args.flood_ecg_samples, stop)
+        else:
+            fleet.run_realtime(args.duration, stop)
+        settled = fleet.settle(max(0.0, args.settle_timeout))
+        print(json.dumps({**fleet.summary(), "settled": settled}), flush=True)
+    finally:
+        fleet.close()
+    return 0 if settled else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -377,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_http(args))
         if args.command == "flood":
             return asyncio.run(run_flood(args))
+        if args.command == "mqtt":
+            return run_mqtt(args)
     except BrokenPipeError:  # stdout closed early (e.g. piped into `head`)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

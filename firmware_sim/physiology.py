@@ -147,7 +147,7 @@ _PQRST = (
 
 
 class Ecg:
-    """Synthetic single-lead ECG at 250 Hz, int32 µV.
+    """Synthetic single-lead ECG (250 Hz unless ``fs`` says otherwise), int32 µV.
 
     The beat phase is accumulated across samples (``cumsum`` of HR/60/fs), so the beat train is
     continuous across frames and its rate follows the heart rate given for each frame. Each wave is
@@ -162,8 +162,10 @@ class Ecg:
         gain: float = 1.0,
         noise_uv: float = 8.0,
         wander_uv: float = 40.0,
+        fs: int = ECG_FS_HZ,
     ) -> None:
         self._rng = rng
+        self.fs = fs
         self.gain = gain
         self.noise_uv = noise_uv
         self.wander_uv = wander_uv
@@ -172,9 +174,10 @@ class Ecg:
         self._n = 0
         """Samples generated so far (for the baseline wander)."""
 
-    def frame(self, hr_bpm: float, n: int = ECG_FS_HZ) -> npt.NDArray[np.int32]:
-        """The next ``n`` samples at a heart rate of ``hr_bpm``."""
-        beats_per_sample = hr_bpm / 60.0 / ECG_FS_HZ
+    def frame(self, hr_bpm: float, n: int | None = None) -> npt.NDArray[np.int32]:
+        """The next ``n`` samples (default: one second) at a heart rate of ``hr_bpm``."""
+        n = self.fs if n is None else n
+        beats_per_sample = hr_bpm / 60.0 / self.fs
         phase = self._phase + beats_per_sample * np.arange(n, dtype=np.float64)
         self._phase = float(self._phase + beats_per_sample * n)
         rr_s = 60.0 / hr_bpm
@@ -187,7 +190,7 @@ class Ecg:
         idx = self._n + np.arange(n, dtype=np.float64)
         self._n += n
         if self.wander_uv:
-            sig += self.wander_uv * np.sin(2.0 * math.pi * 0.25 * idx / ECG_FS_HZ)
+            sig += self.wander_uv * np.sin(2.0 * math.pi * 0.25 * idx / self.fs)
         sig *= self.gain
         if self.noise_uv:
             sig += self._rng.normal(0.0, self.noise_uv, n)

@@ -142,8 +142,61 @@ class SinksSection(_Section):
     wait): fewer, larger writes to the store."""
 
 
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 class MqttSection(_Section):
-    """Filled by the MQTT issue."""
+    """The MQTT source: 5G/cellular devices publish SenML to a broker the gateway subscribes to (docs/mqtt.md)."""
+
+    enabled: bool = False
+    """Subscribe to the broker below. Off by default: a gateway without 5G devices needs no broker."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    tls: bool = True
+    """TLS to the broker. Off is allowed only for a broker on the loopback interface."""
+    ca_file: Path | None = None
+    """The site CA that signed the broker's certificate; default ``<state_dir>/pki/ca.crt``."""
+    cert_file: Path | None = None
+    """The gateway's client certificate (mutual TLS); default ``<state_dir>/pki/gateway.crt``."""
+    key_file: Path | None = None
+    """Its private key (mode 0600); default ``<state_dir>/pki/gateway.key``."""
+    username: str | None = None
+    """Only for a broker with password logins instead of client certificates."""
+    password_file: Path | None = None
+    """File holding the password for ``username`` (never the password itself in the config)."""
+    client_id: Annotated[str, Field(min_length=1, max_length=64)] = "ds4h-gateway"
+    """Fixed client id: with a persistent session the broker keeps QoS 1 messages while the gateway is down."""
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    """``auto`` tries MQTT v5 and falls back to 3.1.1 when the broker refuses v5."""
+    session_expiry_s: Annotated[int, Field(ge=60, le=4_294_967_295)] = 7 * 86400
+    """How long the broker keeps the gateway's session (and queued messages) while it is disconnected."""
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 2000
+    """Un-acknowledged QoS 1 messages the broker may have in flight to the gateway (MQTT v5 Receive Maximum).
+    Throughput ≤ this ÷ commit latency, so it must cover several group commits."""
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_payload_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 64 * 1024
+    """Larger messages are quarantined (reason ``too_large``) and acknowledged."""
+    max_ahead_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    """A reading time further than this in the future is quarantined (``bad_time``)."""
+    ack_interval_ms: Annotated[float, Field(ge=1, le=60_000)] = 50.0
+    """Device ack watermarks are published at most this often per device."""
+    ack_boot_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    """A boot stays in a device's ack message this long after its last frame."""
+    ack_max_boots: Annotated[int, Field(ge=1, le=64)] = 4
+    """At most this many boots per device in its ack message (the most recent)."""
+
+    @model_validator(mode="after")
+    def _checks(self) -> MqttSection:
+        if not self.tls and self.host not in _LOOPBACK_HOSTS:
+            raise ValueError(f"mqtt.tls: TLS is required for a broker that is not on loopback ({self.host})")
+        if (self.username is None) != (self.password_file is None) and self.password_file is not None:
+            raise ValueError("mqtt.password_file: set mqtt.username too")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("mqtt.reconnect_max_s must be ≥ mqtt.reconnect_initial_s")
+        return self
 
 
 class BleSection(_Section):

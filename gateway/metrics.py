@@ -69,3 +69,19 @@ class GatewayMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.mqtt_connected = Gauge("ds4h_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
+        self.mqtt_reconnects = Counter("ds4h_mqtt_reconnects", "MQTT connections lost or refused", registry=r)
+        self.mqtt_messages = Counter(
+            "ds4h_mqtt_messages",
+            "MQTT messages acknowledged, by outcome (committed, duplicate, quarantined, status)",
+            ["outcome"],
+            registry=r,
+        )
+        self.mqtt_acks_published = Counter(
+            "ds4h_mqtt_ack_watermarks_published", "Retained device ack messages published", registry=r
+        )
+        self.mqtt_acks_dropped = Counter(
+            "ds4h_mqtt_acks_dropped",
+            "Committed messages whose PUBACK could not be sent (connection lost; the broker redelivers them)",
+            registry=r,
+        )

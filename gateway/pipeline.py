@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.clock import ClockMonitor, SkewTracker
 from gateway.config import Config, influx_token
@@ -34,6 +34,9 @@ from gateway.provenance.identity import GatewayIdentity, load_or_create
 from gateway.sinks.base import Sink
 from gateway.sinks.local import LocalSink
 from gateway.state.files import ensure_state_dir, load_or_create_token
+
+if TYPE_CHECKING:
+    from gateway.mqtt.source import MqttSource
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,19 @@ class Gateway:
             int(config.gateway.clock_skew_tolerance_s * 1e9), self.registry.clock_skews(), self.registry.set_clock_skew
         )
         self.ingest = IngestSource(self.registry, self.committer, self.clock, PriorityRules(ob.priority_rules), skew)
+        self.mqtt: MqttSource | None = None
+        if config.mqtt.enabled:
+            from gateway.mqtt.source import MqttSource
+
+            self.mqtt = MqttSource(
+                config.mqtt,
+                self.state_dir,
+                self.registry,
+                self.committer,
+                self.clock,
+                PriorityRules(ob.priority_rules),
+                self.metrics,
+            )
         self.local = LocalSink(self.state_dir, config.sinks.local.retention_days)
         lc = config.sinks.local
         self.sinks: list[tuple[Sink, int, int]] = [(self.local, lc.max_batches_per_write, lc.max_points_per_write)]
@@ -165,11 +181,26 @@ class Gateway:
             "commit_queue": self.committer.queue_depth,
             "counters": self.counters(),
             "sinks": {f.sink.name: {"last_error": f.last_error} for f in self.forwarders},
+            **({"mqtt": self.mqtt_stats()} if self.mqtt is not None else {}),
             "devices": [
                 {"id": d.id, "kind": d.kind, "enabled": d.enabled, **activity.get(d.id, {})}
                 for d in self.registry.all()
             ],
             **self._stats,
+        }
+
+    def mqtt_stats(self) -> dict[str, Any]:
+        assert self.mqtt is not None
+        m = self._sample
+        return {
+            "connected": self.mqtt.connected.is_set(),
+            "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+            "last_error": self.mqtt.last_error,
+            "messages": {
+                o: int(m("ds4h_mqtt_messages_total", {"outcome": o}))
+                for o in ("committed", "duplicate", "quarantined", "status")
+            },
+            "device_status": self.mqtt.status,
         }
 
     def health(self) -> dict[str, Any]:
@@ -193,12 +224,16 @@ class Gateway:
                 committer = tg.create_task(self.committer.run(), name="committer")
                 fwd = [tg.create_task(f.run(), name=f"forward-{f.sink.name}") for f in self.forwarders]
                 hk = tg.create_task(self._housekeeping(), name="housekeeping")
+                mqtt = tg.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
                 self.url = await self.control.start(self.config.web.host, self.config.web.port)
                 write_control_file(self.state_dir, self.url, os.getpid(), self.identity.did)
                 log.info("gateway %s up; control API at %s", self.identity.did, self.url)
                 self.ready.set()
                 await self.stop_requested.wait()
                 log.info("stopping: no new batches; committing what is in flight")
+                if self.mqtt is not None and mqtt is not None:
+                    self.mqtt.stop()  # it acknowledges what it committed, then disconnects
+                    await mqtt
                 await self.committer.stop()
                 await committer
                 for f in self.forwarders:

@@ -125,17 +125,23 @@ class Committer:
     def backpressure(self) -> str | None:
         return self._backpressure
 
-    async def submit_many(self, batches: Sequence[Batch]) -> list[CommitResult]:
+    async def submit_many(
+        self, batches: Sequence[Batch], quarantined: Sequence[QuarantineRecord] = ()
+    ) -> list[CommitResult]:
         """Commit ``batches``; returns one result per batch, in order, once all are durable.
 
-        Waits while more than ``queue_size`` batches are queued (a slow disk slows its sources).
+        ``quarantined`` records are durable too when this returns (a source that acknowledges a rejected
+        message must first have recorded the rejection). Waits while more than ``queue_size`` batches are
+        queued (a slow disk slows its sources).
         """
         if not self._accepting:
             raise ShuttingDownError("the gateway is stopping")
         if self._backpressure:
             self._metrics.backpressure_refusals.inc(len(batches))
             raise BackpressureError(self._backpressure)
-        if not batches:
+        for q in quarantined:
+            self.quarantine(q)
+        if not batches and not quarantined:
             return []
         n = len(batches)
         while self._queued and self._queued + n > self._capacity:
@@ -250,7 +256,8 @@ class Committer:
                 fresh.append((next_id, b))
                 next_id += 1
         for g in live:  # one observation per submission: its batches were received together
-            self._metrics.commit_latency.observe(max(0, now - g.batches[0].received_ns) / 1e9)
+            if g.batches:
+                self._metrics.commit_latency.observe(max(0, now - g.batches[0].received_ns) / 1e9)
         if self._hot is not None and fresh and first_id > 0:
             self._hot.add(fresh)
         pos = 0

@@ -1,0 +1,167 @@
+"""``ds4h-sim mqtt``: N simulated 5G devices publishing SenML frames to a broker, in real time or flooding.
+
+Real time: every device is a cardiac monitor on a patient (firmware_sim.physiology): one frame per second
+with heart rate (1/s), SpO2 (ratio) and an ECG strip at ``ecg_fs`` Hz; a CGM device (``kind="cgm"``)
+sends interstitial glucose every ``cgm_interval_s``. Flood: every device sends ``flood`` frames as fast
+as its buffer allows — one heart-rate reading each, or ``flood_ecg_samples`` ECG samples each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+
+from firmware_sim.mqtt_device import AckLog, DeviceTls, MqttDevice
+from firmware_sim.physiology import Patient
+from firmware_sim.senml import CBOR, Record, ecg_records
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOptions:
+    host: str
+    port: int
+    pki_dir: Path | None
+    """``<state_dir>/pki`` of the site: ``ca.crt`` and ``devices/<id>.crt|.key``. None: no TLS (loopback only)."""
+    device_ids: Sequence[str]
+    kind: str = "cardiac"
+    protocol: int = paho.MQTTv5
+    content_type: str = CBOR
+    ack_log: Path | None = None
+    ecg_fs: int = 130
+    cgm_interval_s: float = 300.0
+    seed: int = 1
+    resend_after_s: float = 5.0
+    reboot_after: int = 0
+    """Reboot each device after this many frames (0: never) — tests a boot change mid-stream."""
+
+
+def device_tls(pki_dir: Path | None, device_id: str) -> DeviceTls | None:
+    if pki_dir is None:
+        return None
+    return DeviceTls(pki_dir / "ca.crt", pki_dir / "devices" / f"{device_id}.crt", pki_dir / "devices" / f"{device_id}.key")
+
+
+class MqttFleet:
+    def __init__(self, opts: FleetOptions) -> None:
+        self.opts = opts
+        self.ack_log = AckLog(opts.ack_log) if opts.ack_log is not None else None
+        self.devices = [
+            MqttDevice(
+                d,
+                opts.host,
+                opts.port,
+                device_tls(opts.pki_dir, d),
+                protocol=opts.protocol,
+                content_type=opts.content_type,
+                ack_log=self.ack_log,
+                resend_after_s=opts.resend_after_s,
+            )
+            for d in opts.device_ids
+        ]
+        self.patients = [Patient(i, opts.seed) for i in range(len(self.devices))]
+        for p in self.patients:
+            p.ecg.fs = opts.ecg_fs
+        self._next_cgm = [0.0] * len(self.devices)
+        self.started = time.monotonic()
+
+    def start(self, connect_timeout_s: float = 30.0) -> None:
+        for d in self.devices:
+            d.start()
+        deadline = time.monotonic() + connect_timeout_s
+        for d in self.devices:
+            if not d.connected.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"device {d.device_id} could not connect to {self.opts.host}:{self.opts.port}")
+
+    def close(self) -> None:
+        for d in self.devices:
+            d.close()
+        if self.ack_log is not None:
+            self.ack_log.close()
+
+    # --- real time ---------------------------------------------------------------------------------
+    def run_realtime(self, duration_s: float | None, stop: threading.Event) -> None:
+        next_tick = time.monotonic()
+        frames = 0
+        while not stop.is_set() and (duration_s is None or time.monotonic() - self.started < duration_s):
+            now = time.time()
+            for i, d in enumerate(self.devices):
+                self._maybe_reboot(d)
+                d.send(now, self._measurements(i, now))
+                d.resend_due()
+            frames += 1
+            next_tick += 1.0
+            stop.wait(max(0.0, next_tick - time.monotonic()))
+
+    def _measurements(self, i: int, now: float) -> list[Record]:
+        p = self.patients[i]
+        if self.opts.kind == "cgm":
+            if now < self._next_cgm[i]:
+                return [{"n": "heart-rate", "u": "1/s", "v": round(p.heart_rate.step() / 60, 4)}]
+            self._next_cgm[i] = now + self.opts.cgm_interval_s
+            return [{"n": "cgm-glucose", "u": "kg/m3", "v": p.glucose.cgm(now) / 100}]
+        hr = p.heart_rate.step()
+        samples = p.ecg.frame(hr)
+        return [
+            {"n": "heart-rate", "u": "1/s", "v": round(hr / 60, 4)},
+            {"n": "spo2", "u": "/", "v": p.spo2.step() / 100},
+            *ecg_records(samples, self.opts.ecg_fs),
+        ]
+
+    def _maybe_reboot(self, d: MqttDevice) -> None:
+        if self.opts.reboot_after and d.stats.frames and d.stats.frames % self.opts.reboot_after == 0:
+            d.reboot()
+
+    # --- flood -------------------------------------------------------------------------------------
+    def run_flood(self, frames: int, ecg_samples: int, stop: threading.Event) -> None:
+        """Each device sends ``frames`` frames as fast as its buffer takes them."""
+        step = max(1.0, ecg_samples / self.opts.ecg_fs)  # frames never overlap in time
+        t0 = time.time() - frames * step  # distinct, past times: one per frame and device
+        wave = np.zeros(ecg_samples, dtype=np.int32) if ecg_samples else None
+        if wave is not None:
+            wave[:] = (np.sin(np.arange(ecg_samples) / 5) * 800).astype(np.int32)
+        for n in range(frames):
+            if stop.is_set():
+                return
+            t = t0 + n * step
+            for d in self.devices:
+                self._maybe_reboot(d)
+                m: list[Record] = (
+                    ecg_records(wave, self.opts.ecg_fs) if wave is not None else [{"n": "heart-rate", "u": "1/s", "v": 1.2}]
+                )
+                while not d.send(t, m):
+                    if stop.wait(0.05):
+                        return
+                    d.resend_due()
+            if n % 500 == 0:
+                for d in self.devices:
+                    d.resend_due()
+
+    def settle(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        return all(d.wait_settled(max(0.0, deadline - time.monotonic())) for d in self.devices)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        total: dict[str, int] = {}
+        for d in self.devices:
+            for k, v in d.stats.as_dict().items():
+                total[k] = total.get(k, 0) + v
+        pending = sum(d.pending for d in self.devices)
+        return {
+            "mode": "mqtt",
+            "devices": len(self.devices),
+            **total,
+            "pending": pending,
+            "elapsed_s": round(elapsed, 3),
+            "acked_per_s": round(total.get("acked", 0) / elapsed, 1) if elapsed > 0 else None,
+        }

@@ -1,0 +1,104 @@
+"""Building the gateway's MQTT client: TLS context, persistent session, protocol version.
+
+The gateway acknowledges a QoS 1 message only after its batch is committed. aiomqtt acks on receipt;
+the paho client inside it supports manual acks. Three private attributes of aiomqtt 2.5.1 are used
+(``_client``, ``_disconnected``; paho's ``on_message`` replaced): aiomqtt is pinned in pyproject.toml
+and ``tests/test_mqtt_conformance.py`` fails loudly if a new version changes them (field-notes.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import MqttSection
+from gateway.errors import ConfigError
+from gateway.mqtt.topics import gateway_status_topic
+
+V5 = aiomqtt.ProtocolVersion.V5
+V311 = aiomqtt.ProtocolVersion.V311
+
+OnMessage = Callable[[paho.Client, Any, paho.MQTTMessage], None]
+
+
+def tls_context(cfg: MqttSection, state_dir: Path) -> ssl.SSLContext | None:
+    """Verify the broker against the site CA and present the gateway's certificate (mutual TLS)."""
+    if not cfg.tls:
+        return None
+    pki = state_dir / "pki"
+    ca = cfg.ca_file or pki / "ca.crt"
+    cert = cfg.cert_file or pki / "gateway.crt"
+    key = cfg.key_file or pki / "gateway.key"
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"mqtt.ca_file: cannot load {ca}: {e}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert.exists() or cfg.cert_file is not None:
+        try:
+            ctx.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"mqtt.cert_file/mqtt.key_file: cannot load {cert} / {key}: {e}") from None
+    return ctx
+
+
+def password(cfg: MqttSection) -> str | None:
+    if cfg.password_file is None:
+        return None
+    try:
+        return cfg.password_file.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {e.strerror}") from None
+
+
+def build_client(
+    cfg: MqttSection,
+    protocol: aiomqtt.ProtocolVersion,
+    tls: ssl.SSLContext | None,
+    on_message: OnMessage,
+) -> aiomqtt.Client:
+    """A client with a persistent session and manual acknowledgements; messages go to ``on_message``."""
+    props: Properties | None = None
+    if protocol == V5:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        props.ReceiveMaximum = cfg.receive_maximum
+    will = aiomqtt.Will(gateway_status_topic(cfg.client_id), b'{"state":"offline"}', qos=1, retain=True)
+    client = aiomqtt.Client(
+        cfg.host,
+        cfg.port,
+        identifier=cfg.client_id,
+        protocol=protocol,
+        clean_session=False if protocol != V5 else None,
+        clean_start=False if protocol == V5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=props,
+        tls_context=tls,
+        keepalive=cfg.keepalive_s,
+        timeout=cfg.connect_timeout_s,
+        username=cfg.username,
+        password=password(cfg),
+        will=will,
+    )
+    inner = paho_client(client)
+    inner.manual_ack_set(True)
+    inner.on_message = on_message
+    return client
+
+
+def paho_client(client: aiomqtt.Client) -> paho.Client:
+    inner: paho.Client = client._client  # noqa: SLF001 — pinned aiomqtt; see the module docstring
+    return inner
+
+
+def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
+    """Resolves (or fails) when the connection is lost."""
+    fut: asyncio.Future[None] = client._disconnected  # noqa: SLF001 — pinned aiomqtt
+    return fut

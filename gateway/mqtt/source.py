@@ -1,0 +1,397 @@
+"""The MQTT source: SenML frames from 5G devices → batches → COMMIT → PUBACK and ack watermark.
+
+Messages are taken in chunks, as they arrived since the last wake-up (no await per message): each chunk
+is decoded, its good frames committed and its bad ones quarantined in one outbox transaction, and only
+then is every message of the chunk acknowledged (PUBACK) and every frame settled in the device's ack
+watermark. A chunk that cannot be committed (back-pressure, a failing disk) is retried, never acked.
+Acks of a connection that has been lost are dropped: the broker redelivers those messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import cbor2
+import paho.mqtt.client as paho
+
+from drivers.senml.codec import decode_pack
+from drivers.senml.profile import Frame, decode_frame
+from gateway.backoff import backoff_delay
+from gateway.clock import ClockMonitor
+from gateway.config import MqttSection
+from gateway.devices import DeviceRegistry
+from gateway.errors import BackpressureError, GatewayError, OutboxError, PayloadError, ShuttingDownError
+from gateway.metrics import GatewayMetrics
+from gateway.model import Batch, SourceKey, TimeQuality
+from gateway.mqtt.acks import AckTracker
+from gateway.mqtt.connection import V5, V311, build_client, disconnected, paho_client, tls_context
+from gateway.mqtt.topics import (
+    READINGS_FILTER,
+    STATUS_FILTER,
+    ack_topic,
+    gateway_status_topic,
+    parse_device_topic,
+)
+from gateway.outbox.committer import CommitResult, Committer, QuarantineRecord
+from gateway.priority import PriorityRules
+
+log = logging.getLogger(__name__)
+
+PLAIN_SENML_KIND = "senml"
+"""Devices of this kind are third-party SenML publishers: no boot id / frame seq, absolute times only."""
+CHUNK_MAX = 2000
+"""Messages handled (and committed) together at most."""
+MAX_CHUNKS_IN_FLIGHT = 4
+_UNCORRECTED = int(TimeQuality.DEVICE_UNCORRECTED)
+_BOOT_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 CONNACK 'unacceptable protocol version', v5 0x84
+
+
+@dataclass(slots=True)
+class _Msg:
+    """One received message and the connection it came on (acks of an older connection are dropped)."""
+
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    content_type: str | None
+    generation: int
+
+
+@dataclass(slots=True)
+class _Settle:
+    device_id: str
+    boot: str
+    seq: int
+    unacked: int | None
+
+
+class MqttSource:
+    def __init__(
+        self,
+        cfg: MqttSection,
+        state_dir: Path,
+        registry: DeviceRegistry,
+        committer: Committer,
+        clock: ClockMonitor,
+        rules: PriorityRules,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._cfg = cfg
+        self._state_dir = state_dir
+        self._registry = registry
+        self._committer = committer
+        self._clock = clock
+        self._rules = rules
+        self._metrics = metrics
+        self.acks = AckTracker(max_boots=cfg.ack_max_boots, boot_ttl_s=cfg.ack_boot_ttl_s)
+        self._protocol = V311 if cfg.protocol == "3.1.1" else V5
+        self._inbox: list[_Msg] = []
+        self._ready = asyncio.Event()
+        self._generation = 0
+        self._client: aiomqtt.Client | None = None
+        self._stopping = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.status: dict[str, dict[str, Any]] = {}
+        """Last status (birth / last will) each device published."""
+        self.last_error: str | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop taking messages; :meth:`run` returns after acknowledging what it committed."""
+        self._stopping.set()
+        self._ready.set()
+
+    async def run(self) -> None:
+        tls = tls_context(self._cfg, self._state_dir)
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await self._session(tls)
+                attempt = 0
+            except aiomqtt.MqttConnectError as e:
+                if self._cfg.protocol == "auto" and self._protocol == V5 and e.rc in _UNSUPPORTED_PROTOCOL:
+                    log.info("broker refused MQTT v5; falling back to 3.1.1")
+                    self._protocol = V311
+                    continue
+                self._lost(f"broker refused the connection: {e}")
+            except (aiomqtt.MqttError, OSError) as e:
+                self._lost(f"connection lost: {e}")
+            if self._stopping.is_set():
+                break
+            delay = backoff_delay(attempt, initial_s=self._cfg.reconnect_initial_s, max_s=self._cfg.reconnect_max_s)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def _lost(self, why: str) -> None:
+        self.connected.clear()
+        self._metrics.mqtt_connected.set(0)
+        self._metrics.mqtt_reconnects.inc()
+        if why != self.last_error:
+            log.warning("mqtt %s:%d: %s — reconnecting", self._cfg.host, self._cfg.port, why)
+        self.last_error = why
+
+    async def _session(self, tls: Any) -> None:
+        client = build_client(self._cfg, self._protocol, tls, self._on_message)
+        self._generation += 1
+        self._inbox.clear()  # messages of a lost connection are redelivered by the broker
+        async with client:
+            self._client = client
+            lost = disconnected(client)
+            try:
+                await client.subscribe([(READINGS_FILTER, 1), (STATUS_FILTER, 1)], timeout=self._cfg.connect_timeout_s)
+                await client.publish(
+                    gateway_status_topic(self._cfg.client_id),
+                    b'{"state":"online"}',
+                    qos=1,
+                    retain=True,
+                    timeout=self._cfg.connect_timeout_s,
+                )
+                self.acks.dirty.update(self.acks_known())  # re-announce watermarks after a reconnect
+                self.connected.set()
+                self.last_error = None
+                self._metrics.mqtt_connected.set(1)
+                log.info(
+                    "mqtt connected to %s:%d (%s)", self._cfg.host, self._cfg.port, "v5" if self._protocol == V5 else "3.1.1"
+                )
+                await self._serve(client, lost)
+            finally:
+                self._client = None
+                self.connected.clear()
+                self._metrics.mqtt_connected.set(0)
+        if lost.done() and not lost.cancelled():
+            lost.exception()  # retrieved: the reason was logged by the caller
+
+    def acks_known(self) -> list[str]:
+        return list(self.acks._devices)  # noqa: SLF001 — same package
+
+    async def _serve(self, client: aiomqtt.Client, lost: asyncio.Future[None]) -> None:
+        gen = self._generation
+        async with asyncio.TaskGroup() as tg:
+            publisher = tg.create_task(self._publish_acks(client))
+            stop = tg.create_task(self._stopping.wait())
+            chunks: set[asyncio.Task[None]] = set()
+            slots = asyncio.Semaphore(MAX_CHUNKS_IN_FLIGHT)
+            while not lost.done() and not self._stopping.is_set():
+                if not self._inbox:
+                    self._ready.clear()
+                    waiter = asyncio.ensure_future(self._ready.wait())
+                    await asyncio.wait((waiter, lost, stop), return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    continue
+                await slots.acquire()
+                take = self._inbox[:CHUNK_MAX]
+                del self._inbox[:CHUNK_MAX]
+                task = tg.create_task(self._handle(client, gen, take))
+                chunks.add(task)
+
+                def done(t: asyncio.Task[None]) -> None:
+                    chunks.discard(t)
+                    slots.release()
+
+                task.add_done_callback(done)
+            if chunks:  # let committed chunks be acknowledged before leaving
+                await asyncio.wait(chunks)
+            await self._flush_acks(client)
+            if self._stopping.is_set() and not lost.done():
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.publish(
+                        gateway_status_topic(self._cfg.client_id), b'{"state":"offline"}', qos=1, retain=True, timeout=2
+                    )
+            publisher.cancel()
+            stop.cancel()
+        if lost.done() and not self._stopping.is_set():
+            exc = lost.exception()
+            raise aiomqtt.MqttError(str(exc) if exc else "disconnected")
+
+    # --- receiving ---------------------------------------------------------------------------------
+    def _on_message(self, _client: paho.Client, _userdata: Any, m: paho.MQTTMessage) -> None:
+        """paho's callback, on the event loop: queue without decoding anything."""
+        ctype = None
+        props = m.properties
+        if props is not None:
+            ctype = getattr(props, "ContentType", None)
+        self._inbox.append(_Msg(m.mid, m.qos, m.topic, m.payload, ctype, self._generation))
+        self._ready.set()
+
+    async def _handle(self, client: aiomqtt.Client, gen: int, msgs: list[_Msg]) -> None:
+        received_ns = time.time_ns()
+        synced = self._clock.synced()
+        self._registry.refresh()
+        batches: list[Batch] = []
+        settle: list[_Settle | None] = []
+        quarantined: list[QuarantineRecord] = []
+        q_settle: list[_Settle] = []
+        for i, m in enumerate(msgs):
+            parsed = parse_device_topic(m.topic)
+            if parsed is None:
+                quarantined.append(QuarantineRecord.of("bad_topic", "message on a topic outside the tree", None, b""))
+                continue
+            device_id, leaf = parsed
+            if leaf == "status":
+                self._device_status(device_id, m.payload)
+                continue
+            outcome = self._decode(device_id, m, received_ns + i, synced)
+            if isinstance(outcome, QuarantineRecord):
+                quarantined.append(outcome)
+                hdr = _lenient_header(m.payload, m.content_type)
+                if hdr is not None:
+                    q_settle.append(_Settle(device_id, *hdr))
+                continue
+            batch, st = outcome
+            batches.append(batch)
+            settle.append(st)
+        results = await self._commit(batches, quarantined)
+        if results is None:
+            return  # stopping: nothing acked, the broker keeps the messages
+        n_new = sum(1 for r in results if r is CommitResult.COMMITTED)
+        self._metrics.mqtt_messages.labels(outcome="committed").inc(n_new)
+        self._metrics.mqtt_messages.labels(outcome="duplicate").inc(len(results) - n_new)
+        self._metrics.mqtt_messages.labels(outcome="quarantined").inc(len(quarantined))
+        now = time.monotonic()
+        for st in settle:
+            if st is not None:
+                self.acks.settle(st.device_id, st.boot, st.seq, st.unacked, now)
+        for st in q_settle:
+            self.acks.settle(st.device_id, st.boot, st.seq, st.unacked, now)
+        if gen != self._generation or self._client is not client:
+            self._metrics.mqtt_acks_dropped.inc(len(msgs))
+            return
+        inner = paho_client(client)
+        for m in msgs:
+            if m.qos:
+                inner.ack(m.mid, m.qos)
+
+    def _decode(
+        self, device_id: str, m: _Msg, received_ns: int, synced: bool
+    ) -> QuarantineRecord | tuple[Batch, _Settle | None]:
+        payload = m.payload
+        if len(payload) > self._cfg.max_payload_bytes:
+            return QuarantineRecord.of(
+                "too_large", f"{len(payload)} bytes > mqtt.max_payload_bytes {self._cfg.max_payload_bytes}", device_id, payload
+            )
+        device = self._registry.cached(device_id)
+        if device is None:
+            return QuarantineRecord.of("unknown_device", f"device {device_id} is not registered", device_id, payload)
+        if not device.enabled:
+            return QuarantineRecord.of("disabled_device", f"device {device_id} is disabled", device_id, payload)
+        try:
+            frame = decode_frame(
+                payload, m.content_type, device_id, received_ns, gateway_synced=synced, max_ahead_s=self._cfg.max_ahead_s
+            )
+            key, st = self._key(device_id, device.kind, frame, payload)
+        except PayloadError as e:
+            return QuarantineRecord.of(e.reason, str(e), device_id, payload)
+        batch = Batch(
+            key=key,
+            received_ns=received_ns,
+            readings=frame.readings,
+            waveforms=frame.waveforms,
+            priority=self._rules.classify(frame.readings),
+            kind=device.kind,
+        )
+        return batch, st
+
+    @staticmethod
+    def _key(device_id: str, kind: str, frame: Frame, payload: bytes) -> tuple[SourceKey, _Settle | None]:
+        if frame.boot is not None and frame.seq is not None:
+            return SourceKey(device_id, (frame.boot, frame.seq)), _Settle(device_id, frame.boot, frame.seq, frame.unacked)
+        if kind != PLAIN_SENML_KIND:
+            raise PayloadError(
+                f"frame without 'boot' and 'seq' records: only devices of kind {PLAIN_SENML_KIND!r} may omit them",
+                reason="missing_sequence",
+            )
+        times = [r.time_quality for r in frame.readings] + [w.time_quality for w in frame.waveforms]
+        if not all(tq & _UNCORRECTED for tq in times):
+            raise PayloadError(
+                "plain SenML frames must carry absolute times (≥ 2**28 s): relative times need 'boot' and 'seq'",
+                reason="bad_time",
+            )
+        # no device counters: the payload itself identifies a redelivery (and point identity the rest)
+        return SourceKey(device_id, ("senml", hashlib.sha256(payload).hexdigest()[:32])), None
+
+    async def _commit(self, batches: list[Batch], quarantined: list[QuarantineRecord]) -> list[CommitResult] | None:
+        """Commit until it works; ``None`` when the gateway stops first (then nothing may be acked)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._committer.submit_many(batches, quarantined)
+            except ShuttingDownError:
+                return None
+            except (BackpressureError, OutboxError) as e:
+                delay = e.retry_after_s if isinstance(e, BackpressureError) else backoff_delay(attempt, max_s=5.0)
+                attempt += 1
+                if attempt == 1:
+                    log.warning("mqtt: holding %d frame(s) unacknowledged: %s", len(batches), e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                if self._stopping.is_set():
+                    return None
+
+    def _device_status(self, device_id: str, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload) if payload[:1] == b"{" else cbor2.loads(payload)
+        except (ValueError, cbor2.CBORDecodeError):
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("state"), str):
+            self._metrics.mqtt_messages.labels(outcome="bad_status").inc()
+            return
+        self.status[device_id] = {"state": doc["state"][:16], "since_ns": time.time_ns()}
+        self._metrics.mqtt_messages.labels(outcome="status").inc()
+
+    # --- ack watermarks ----------------------------------------------------------------------------
+    async def _publish_acks(self, client: aiomqtt.Client) -> None:
+        interval = self._cfg.ack_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self._flush_acks(client)
+
+    async def _flush_acks(self, client: aiomqtt.Client) -> None:
+        devices = self.acks.take_dirty()
+        if not devices:
+            return
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for d in devices:
+                    tg.create_task(
+                        client.publish(ack_topic(d), self.acks.payload(d), qos=1, retain=True, timeout=self._cfg.connect_timeout_s)
+                    )
+        except* (aiomqtt.MqttError, TimeoutError):
+            self.acks.dirty.update(devices)  # published again on the next round / connection
+            raise aiomqtt.MqttError("could not publish ack watermarks") from None
+        self._metrics.mqtt_acks_published.inc(len(devices))
+
+
+def _lenient_header(payload: bytes, content_type: str | None) -> tuple[str, int, int | None] | None:
+    """(boot, seq, unacked) of a rejected frame, when it can still be read: so a poison frame is settled."""
+    try:
+        records = decode_pack(payload, content_type)
+    except GatewayError:
+        return None
+    boot: str | None = None
+    seq: int | None = None
+    unacked: int | None = None
+    for r in records:
+        local = r.name.rsplit(":", 1)[-1]
+        if local == "boot" and isinstance(r.string, str):
+            boot = r.string
+        elif local == "seq" and r.value is not None and r.value.is_integer() and r.value >= 0:
+            seq = int(r.value)
+        elif local == "unacked" and r.value is not None and r.value.is_integer() and r.value >= 0:
+            unacked = int(r.value)
+    if boot is None or seq is None or not _BOOT_RE.fullmatch(boot):
+        return None
+    return boot, seq, unacked
+
