@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--first", type=int, default=1, help="first envelope number")
     exp.add_argument("--last", type=int, help="last envelope number")
     exp.set_defaults(func=cmd_provenance_export)
+
+    from gateway.cli_pki import add_pki_commands  # here, not at the top: gateway.cli_pki imports this module
+
+    add_pki_commands(sub)
     return p
 
 

@@ -157,6 +157,21 @@ class DeviceRegistry:
         device = self._cache[device_id]
         return device
 
+    def add_identity(self, device_id: str, kind: str, value: str) -> Device:
+        """Map one more transport identity (e.g. an MQTT certificate CN) to a registered device."""
+        value = _norm_identity(kind, value)
+        try:
+            with write_transaction(self._conn):
+                if self._conn.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone() is None:
+                    raise RegistryError(f"no device {device_id!r} in the registry")
+                self._conn.execute(
+                    "INSERT INTO identities (kind, value, device_id) VALUES (?, ?, ?)", (kind, value, device_id)
+                )
+        except sqlite3.IntegrityError as e:
+            raise RegistryError(f"device {device_id}: identity {kind}={value} is taken ({e})") from e
+        self.refresh(force=True)
+        return self._cache[device_id]
+
     def set_enabled(self, device_id: str, enabled: bool, note: str = "") -> Device:
         with write_transaction(self._conn):
             cur = self._conn.execute(

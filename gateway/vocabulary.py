@@ -56,6 +56,7 @@ METRICS: dict[str, Metric] = {
         Metric("glucose_capillary_plasma", 160188, "MDC_CONC_GLU_CAPILLARY_PLASMA", None, ("mg/dL", "mmol/L")),
         Metric("glucose_isf", 160212, "MDC_CONC_GLU_ISF", "99504-3", ("mg/dL", "mmol/L"), loinc_moles="105272-9"),
         Metric("hba1c", 160220, "MDC_CONC_HBA1C", None, ("%",)),
+        Metric("body_temperature", 150364, "MDC_TEMP_BODY", "8310-5", ("Cel",)),
         Metric("ecg", 131328, "MDC_ECG_ELEC_POTL", None, ("uV",), waveform=True),
         Metric("ecg_lead_i", 131329, "MDC_ECG_ELEC_POTL_I", None, ("uV",), waveform=True),
         Metric("ecg_lead_ii", 131330, "MDC_ECG_ELEC_POTL_II", None, ("uV",), waveform=True),

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.faultproxy import FaultProxy
+from tests.mqtt_site import MqttSite, make_site
 from tests.services import Mosquitto, VictoriaMetrics
 
-SERVICE_FIXTURES = frozenset({"victoria_metrics", "vm_private", "mosquitto", "mosquitto_private", "fault_proxy"})
+SERVICE_FIXTURES = frozenset(
+    {"victoria_metrics", "vm_private", "mosquitto", "mosquitto_private", "fault_proxy", "mqtt_site"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,3 +70,14 @@ def fault_proxy(victoria_metrics: VictoriaMetrics) -> Iterator[FaultProxy]:
 def tmp_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh, empty directory for a gateway's on-disk state."""
     return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture
+def mqtt_site(tmp_path: Path) -> Iterator[MqttSite]:
+    """A site CA with gateway and broker certificates, and a private Mosquitto configured by
+    ``gateway.pki.mosquitto`` (mutual TLS, site ACL, persistence) that the test may stop / kill / start.
+
+    ``mqtt_site.issue_device(id)`` issues a device certificate and registers the device.
+    """
+    with make_site(tmp_path) as site:
+        yield site

@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -457,3 +458,75 @@ class Mosquitto(ManagedProcess):
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+
+class MosquittoSite(Mosquitto):
+    """Mosquitto configured by the gateway's own writer (``gateway.pki.mosquitto``) from a state
+    directory's PKI: one TLS listener requiring client certificates, the site ACL, persistence.
+
+    The state directory must hold the site CA (``pki init``); the broker certificate is issued if
+    missing. ``stop()`` / ``kill()`` then ``start()`` reuse the port and the persistence directory.
+    Ready means a TLS handshake with ``ready_cert`` (a client certificate and key) succeeds, or — without
+    one — that the port accepts TCP connections (no anonymous MQTT session is possible).
+    """
+
+    name = "mosquitto-site"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        gateway_name: str = "gateway",
+        port: int | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        ready_cert: tuple[Path, Path] | None = None,
+    ) -> None:
+        super().__init__(port, workdir)
+        self.state_dir = Path(state_dir)
+        self.gateway_name = gateway_name
+        self.ready_cert = ready_cert
+
+    @property
+    def config_dir(self) -> Path:
+        return self.workdir / "conf"
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_dir / "mosquitto.conf"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.config_dir / "ca.crt"
+
+    def prepare(self) -> None:
+        from gateway.pki.ca import SitePki
+        from gateway.pki.mosquitto import write_mosquitto_config
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        write_mosquitto_config(
+            SitePki(self.state_dir),
+            self.config_dir,
+            port=self.port,
+            bind=self.host,
+            gateway_name=self.gateway_name,
+            persistence_dir=self.data_dir,
+            # as root the broker drops privileges to `user`: the current user keeps the files readable
+            user=pwd.getpwuid(os.geteuid()).pw_name,
+        )
+
+    def is_ready(self) -> bool:
+        if self.ready_cert is None:
+            return tcp_accepts(self.host, self.port)
+        ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+        ctx.load_cert_chain(str(self.ready_cert[0]), str(self.ready_cert[1]))
+        try:
+            with (
+                socket.create_connection((self.host, self.port), timeout=1.0) as sock,
+                ctx.wrap_socket(sock, server_hostname=self.host),
+            ):
+                return True
+        except OSError:  # ssl.SSLError is an OSError
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://{self.host}:{self.port}"

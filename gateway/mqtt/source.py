@@ -22,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 import cbor2
+from aiomqtt.exceptions import MqttConnectError
 import paho.mqtt.client as paho
 
 from drivers.senml.codec import decode_pack
@@ -120,7 +121,7 @@ class MqttSource:
             try:
                 await self._session(tls)
                 attempt = 0
-            except aiomqtt.MqttConnectError as e:
+            except MqttConnectError as e:
                 if self._cfg.protocol == "auto" and self._protocol == V5 and e.rc in _UNSUPPORTED_PROTOCOL:
                     log.info("broker refused MQTT v5; falling back to 3.1.1")
                     self._protocol = V311
@@ -243,7 +244,11 @@ class MqttSource:
             if leaf == "status":
                 self._device_status(device_id, m.payload)
                 continue
-            outcome = self._decode(device_id, m, received_ns + i, synced)
+            try:
+                outcome = self._decode(device_id, m, received_ns + i, synced)
+            except Exception as e:  # a decoder bug must not stop the source: quarantine, log the type only
+                log.error("mqtt: decoding a frame of %s failed unexpectedly (%s)", device_id, type(e).__name__)
+                outcome = QuarantineRecord.of("decoder_error", type(e).__name__, device_id, m.payload)
             if isinstance(outcome, QuarantineRecord):
                 quarantined.append(outcome)
                 hdr = _lenient_header(m.payload, m.content_type)
@@ -374,6 +379,12 @@ class MqttSource:
         self._metrics.mqtt_acks_published.inc(len(devices))
 
 
+def _counter(v: float | None) -> int | None:
+    if v is None or not float(v).is_integer() or not 0 <= v < 2**63:
+        return None
+    return int(v)
+
+
 def _lenient_header(payload: bytes, content_type: str | None) -> tuple[str, int, int | None] | None:
     """(boot, seq, unacked) of a rejected frame, when it can still be read: so a poison frame is settled."""
     try:
@@ -387,10 +398,10 @@ def _lenient_header(payload: bytes, content_type: str | None) -> tuple[str, int,
         local = r.name.rsplit(":", 1)[-1]
         if local == "boot" and isinstance(r.string, str):
             boot = r.string
-        elif local == "seq" and r.value is not None and r.value.is_integer() and r.value >= 0:
-            seq = int(r.value)
-        elif local == "unacked" and r.value is not None and r.value.is_integer() and r.value >= 0:
-            unacked = int(r.value)
+        elif local == "seq":
+            seq = _counter(r.value)
+        elif local == "unacked":
+            unacked = _counter(r.value)
     if boot is None or seq is None or not _BOOT_RE.fullmatch(boot):
         return None
     return boot, seq, unacked

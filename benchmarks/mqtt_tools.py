@@ -1,0 +1,154 @@
+"""Helper processes for bench_mqtt.py: a fast QoS 1 publisher and a bare receive-only aiomqtt subscriber.
+
+    python benchmarks/mqtt_tools.py publish --port P --messages N [--ecg-samples K] [--devices D]
+    python benchmarks/mqtt_tools.py bare --port P --messages N --client-id ID [--session-only]
+
+Each prints one JSON line. The payloads are SenML frames as a ds4h 5G device sends them (firmware_sim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import paho.mqtt.client as paho  # noqa: E402
+
+from firmware_sim.senml import Header, ecg_records, encode, frame_records  # noqa: E402
+
+TOPIC_FILTER = "ds4h/v1/devices/+/readings"
+T0 = 1_780_000_000.0
+
+
+def device_ids(n: int) -> list[str]:
+    return [f"bench-{i:02d}" for i in range(n)]
+
+
+def payloads(messages: int, devices: int, ecg_samples: int, boot: str) -> list[tuple[str, bytes]]:
+    ids = device_ids(devices)
+    wave = (np.sin(np.arange(ecg_samples) / 5) * 800).astype(np.int32) if ecg_samples else None
+    step = max(1.0, ecg_samples / 250)
+    out = []
+    for i in range(messages):
+        d = ids[i % devices]
+        seq = i // devices
+        m = ecg_records(wave, 250) if wave is not None else [{"n": "heart-rate", "u": "1/s", "v": 1.2}]
+        pack = frame_records(d, Header(boot, seq, seq), T0 + seq * step, m)
+        out.append((f"ds4h/v1/devices/{d}/readings", encode(pack)))
+    return out
+
+
+def publish(port: int, messages: int, devices: int, ecg_samples: int, boot: str) -> dict[str, float]:
+    todo = payloads(messages, devices, ecg_samples, boot)
+    done = threading.Event()
+    acked = 0
+
+    def on_publish(_c: paho.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == messages:
+            done.set()
+
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{boot}", protocol=paho.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.on_publish = on_publish
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    t0 = time.perf_counter()
+    for topic, payload in todo:
+        c.publish(topic, payload, qos=1)
+    if not done.wait(600):
+        raise SystemExit(f"publisher: only {acked} of {messages} acknowledged by the broker")
+    elapsed = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    return {"published": messages, "seconds": elapsed, "bytes": sum(len(p) for _, p in todo)}
+
+
+async def bare(port: int, messages: int, client_id: str, session_only: bool, idle_s: float) -> dict[str, float]:
+    """Receive-only, acks on receipt (aiomqtt's default): the client library's own ceiling."""
+    import aiomqtt
+
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+        properties=_session_props(),
+    ) as c:
+        await c.subscribe(TOPIC_FILTER, qos=1)
+        if session_only:
+            return {"received": 0}
+        n = 0
+        first = last = 0.0
+        try:
+            async with asyncio.timeout(600):
+                it = c.messages.__aiter__()
+                while n < messages:
+                    try:
+                        await asyncio.wait_for(it.__anext__(), timeout=idle_s)
+                    except TimeoutError:
+                        break
+                    n += 1
+                    last = time.perf_counter()
+                    if n == 1:
+                        first = last
+        except TimeoutError:
+            pass
+    return {"received": n, "seconds": last - first if n > 1 else 0.0}
+
+
+def _session_props() -> object:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    p = Properties(PacketTypes.CONNECT)
+    p.SessionExpiryInterval = 3600
+    p.ReceiveMaximum = 2000
+    return p
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("publish")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--messages", type=int, required=True)
+    p.add_argument("--devices", type=int, default=10)
+    p.add_argument("--ecg-samples", type=int, default=0)
+    p.add_argument("--boot", default="b1")
+    b = sub.add_parser("bare")
+    b.add_argument("--port", type=int, required=True)
+    b.add_argument("--messages", type=int, default=0)
+    b.add_argument("--client-id", required=True)
+    b.add_argument("--session-only", action="store_true")
+    b.add_argument("--idle", type=float, default=10.0, help="stop after this many seconds without a message")
+    b.add_argument("--uvloop", action="store_true")
+    args = ap.parse_args()
+    if args.cmd == "publish":
+        out = publish(args.port, args.messages, args.devices, args.ecg_samples, args.boot)
+    else:
+        coro = bare(args.port, args.messages, args.client_id, args.session_only, args.idle)
+        if args.uvloop:
+            import uvloop  # type: ignore[import-not-found]
+
+            out = uvloop.run(coro)
+        else:
+            out = asyncio.run(coro)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

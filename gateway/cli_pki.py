@@ -1,0 +1,235 @@
+"""``ds4h-gateway pki …``: the site CA, device / gateway / broker certificates and the broker config.
+
+Prints paths, never key material. Errors are :class:`gateway.pki.PkiError` (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.cli import _state_args, _state_dir
+from gateway.pki import (
+    DEFAULT_BIND,
+    DEFAULT_GATEWAY_NAME,
+    DEFAULT_PERSISTENCE_DIR,
+    DEFAULT_PORT,
+    DEFAULT_SERVER_HOSTS,
+    DEFAULT_SITE_NAME,
+    DEFAULT_USER,
+    LEAF_DAYS,
+    PkiError,
+)
+
+if TYPE_CHECKING:  # the commands import their modules when they run: `--help` stays fast
+    from gateway.devices import DeviceRegistry
+    from gateway.pki.ca import Issued
+
+
+# --- device enrolment ----------------------------------------------------------------------------
+def register_mqtt_device(state_dir: Path, device_id: str, kind: str | None) -> str:
+    """Make ``device_id`` known to the registry with identity ``mqtt_cn = device_id``; says what it did.
+
+    A new device needs ``kind``; a registered one gets the identity added (its kind is kept).
+    """
+    from gateway.devices import DeviceRegistry
+    from gateway.errors import RegistryError
+
+    reg = DeviceRegistry.open(state_dir)
+    try:
+        owner = reg.resolve("mqtt_cn", device_id)
+        if owner is not None and owner.id != device_id:
+            raise PkiError(f"mqtt_cn {device_id!r} already identifies device {owner.id!r} in the registry")
+        device = reg.get(device_id)
+        if device is None:
+            if not kind:
+                raise PkiError(f"device {device_id} is not registered yet: give its --kind (e.g. ecg_patch)")
+            reg.add(device_id, kind, identities={"mqtt_cn": device_id})
+            return f"registered {device_id} (kind {kind}) with mqtt_cn={device_id}"
+        if owner is not None:
+            return f"{device_id} (kind {device.kind}) is registered with mqtt_cn={device_id}"
+        try:
+            reg.add_identity(device_id, "mqtt_cn", device_id)
+        except RegistryError as e:
+            raise PkiError(str(e)) from e
+        return f"added mqtt_cn={device_id} to registered device {device_id} (kind {device.kind})"
+    finally:
+        reg.close()
+
+
+def enroll_device(
+    state_dir: Path, device_id: str, kind: str | None = None, days: int = LEAF_DAYS
+) -> tuple[Issued, str]:
+    """Issue a device certificate (CN = device id) and register the device; (issued, registry note)."""
+    from gateway.model import check_device_id
+    from gateway.pki.ca import SitePki
+
+    check_device_id(device_id)
+    pki = SitePki(state_dir)
+    pki.load_ca()  # no registry change when there is no CA
+    note = register_mqtt_device(state_dir, device_id, kind)
+    return pki.issue_device(device_id, days), note
+
+
+# --- commands ------------------------------------------------------------------------------------
+def _show(issued: Issued, what: str) -> None:
+    print(f"{what} {'re-issued' if issued.replaced else 'issued'} for {issued.common_name}")
+    print(f"  certificate  {issued.cert}")
+    print(f"  key (0600)   {issued.key}")
+    print(f"  valid until  {issued.not_after:%Y-%m-%d %H:%M}Z")
+
+
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    from gateway.pki.ca import SitePki
+    from gateway.state.files import ensure_state_dir
+
+    pki = SitePki(ensure_state_dir(_state_dir(args)))
+    issued = pki.init_ca(args.name, force=args.force)
+    _show(issued, "site CA")
+    if issued.replaced:
+        print("the previous CA was replaced: re-issue the broker, gateway and device certificates")
+    return 0
+
+
+def cmd_pki_issue_device(args: argparse.Namespace) -> int:
+    from gateway.pki.ca import SitePki
+
+    state_dir = _state_dir(args)
+    issued, note = enroll_device(state_dir, args.device_id, args.kind, args.days)
+    _show(issued, "device certificate")
+    print(f"  CA           {SitePki(state_dir).ca_cert}")
+    print(f"registry: {note}")
+    if args.out is not None:
+        copied = SitePki(state_dir).copy_out(issued, args.out)
+        print(f"copied for provisioning: {' '.join(str(p) for p in copied)}")
+    return 0
+
+
+def cmd_pki_issue_gateway(args: argparse.Namespace) -> int:
+    from gateway.pki.ca import SitePki
+
+    pki = SitePki(_state_dir(args))
+    _show(pki.issue_gateway(args.name, args.days), "gateway client certificate")
+    return 0
+
+
+def cmd_pki_issue_server(args: argparse.Namespace) -> int:
+    from gateway.pki.ca import SitePki
+
+    pki = SitePki(_state_dir(args))
+    _show(pki.issue_server(args.host or list(DEFAULT_SERVER_HOSTS), args.days), "broker certificate")
+    return 0
+
+
+def cmd_pki_mosquitto_config(args: argparse.Namespace) -> int:
+    from gateway.pki.ca import SitePki
+    from gateway.pki.mosquitto import write_mosquitto_config
+
+    files = write_mosquitto_config(
+        SitePki(_state_dir(args)),
+        args.out,
+        port=args.port,
+        bind=args.bind,
+        gateway_name=args.gateway_name,
+        persistence_dir=args.persistence_dir,
+        user=args.user,
+    )
+    if files.issued_server_cert:
+        print(f"issued a broker certificate for {', '.join(DEFAULT_SERVER_HOSTS)} (use `pki issue-server` for others)")
+    print(f"broker configuration in {files.out_dir}")
+    for p in (files.conf, files.acl, files.ca_cert, files.server_cert):
+        print(f"  {p}")
+    print(f"  {files.server_key} (0600)")
+    print(f"run: mosquitto -c {files.conf}")
+    if files.key_owner is not None:
+        print(f"server.key belongs to {files.key_owner!r}: the broker reads it after dropping privileges")
+    elif args.user != pwd.getpwuid(os.geteuid()).pw_name:
+        print(f"note: a broker started as root runs as {args.user!r}, which must be able to read {files.server_key}")
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------
+def add_pki_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``pki`` and its subcommands on the top-level subparsers of ``ds4h-gateway``."""
+    pki = sub.add_parser(
+        "pki",
+        help="site CA and certificates for MQTT devices",
+        description="The site PKI for 5G/MQTT devices: CA, certificates (mutual TLS) and the Mosquitto config. "
+        "Files live in <state_dir>/pki/; keys are written 0600 and never printed.",
+    )
+    pki_sub = pki.add_subparsers(dest="pki_cmd", required=True, metavar="SUBCOMMAND")
+
+    init = pki_sub.add_parser("init", help="create the site CA", description="Create the site CA (10 years).")
+    _state_args(init)
+    init.add_argument(
+        "--name", default=DEFAULT_SITE_NAME, help=f"site name in the CA's subject ({DEFAULT_SITE_NAME!r})"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing CA (invalidates what it issued)")
+    init.set_defaults(func=cmd_pki_init)
+
+    days_help = f"validity in days (default {LEAF_DAYS}; never beyond the CA's)"
+
+    dev = pki_sub.add_parser(
+        "issue-device",
+        help="issue a device certificate and register the device",
+        description="Issue a client certificate with CN = the device id and register the device "
+        "(identity mqtt_cn). Prints paths only.",
+    )
+    _state_args(dev)
+    dev.add_argument("device_id", metavar="DEVICE_ID", help="canonical device id: lowercase [a-z0-9][a-z0-9-]{0,63}")
+    dev.add_argument("--kind", help="device kind, needed when the device is not registered yet (e.g. ecg_patch)")
+    dev.add_argument("--days", type=int, default=LEAF_DAYS, help=days_help)
+    dev.add_argument("--out", type=Path, help="also copy the certificate, key (0600) and ca.crt to this directory")
+    dev.set_defaults(func=cmd_pki_issue_device)
+
+    gw = pki_sub.add_parser(
+        "issue-gateway",
+        help="issue the gateway's MQTT client certificate",
+        description="Issue the gateway's client certificate, CN = ds4h-gateway:NAME.",
+    )
+    _state_args(gw)
+    gw.add_argument("--name", default=DEFAULT_GATEWAY_NAME, help=f"gateway name (default {DEFAULT_GATEWAY_NAME!r})")
+    gw.add_argument("--days", type=int, default=LEAF_DAYS, help=days_help)
+    gw.set_defaults(func=cmd_pki_issue_gateway)
+
+    srv = pki_sub.add_parser(
+        "issue-server",
+        help="issue the broker's server certificate",
+        description="Issue the MQTT broker's server certificate for the given host names / IP addresses.",
+    )
+    _state_args(srv)
+    srv.add_argument(
+        "--host",
+        action="append",
+        help=f"DNS name or IP address the devices connect to; repeatable (default {', '.join(DEFAULT_SERVER_HOSTS)})",
+    )
+    srv.add_argument("--days", type=int, default=LEAF_DAYS, help=days_help)
+    srv.set_defaults(func=cmd_pki_issue_server)
+
+    mc = pki_sub.add_parser(
+        "mosquitto-config",
+        help="write the Mosquitto config, ACL and TLS files",
+        description="Write DIR/mosquitto.conf and DIR/acl and copy ca.crt, server.crt, server.key (0600) "
+        "into DIR, issuing the broker certificate if there is none.",
+    )
+    _state_args(mc)
+    mc.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write")
+    mc.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TLS listener port (default {DEFAULT_PORT})")
+    mc.add_argument(
+        "--bind", default=DEFAULT_BIND, metavar="ADDRESS", help=f"listener address (default {DEFAULT_BIND})"
+    )
+    mc.add_argument(
+        "--gateway-name", default=DEFAULT_GATEWAY_NAME, metavar="NAME", help="the gateway certificate's NAME"
+    )
+    mc.add_argument(
+        "--persistence-dir",
+        type=Path,
+        default=DEFAULT_PERSISTENCE_DIR,
+        metavar="DIR",
+        help=f"broker database directory (default {DEFAULT_PERSISTENCE_DIR})",
+    )
+    mc.add_argument("--user", default=DEFAULT_USER, help=f"user the broker runs as (default {DEFAULT_USER})")
+    mc.set_defaults(func=cmd_pki_mosquitto_config)
