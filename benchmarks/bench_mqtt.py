@@ -61,9 +61,7 @@ def run_bare(broker: Mosquitto, messages: int, ecg_samples: int, boot: str, uvlo
     return got
 
 
-def run_gateway(
-    broker: Mosquitto, messages: int, ecg_samples: int, boot: str, profile: Path | None
-) -> dict[str, Any]:
+def run_gateway(broker: Mosquitto, messages: int, ecg_samples: int, boot: str, profile: Path | None) -> dict[str, Any]:
     devices = {d: "cardiac_monitor" for d in device_ids(DEVICES)}
     mqtt = {"enabled": True, "tls": False, "host": broker.host, "port": broker.port, "client_id": GATEWAY_CLIENT_ID}
     with GatewayProcess(None, devices, extra={"mqtt": mqtt}, profile_to=profile) as gw:

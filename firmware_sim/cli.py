@@ -398,7 +398,7 @@ async def run_flood(args: argparse.Namespace) -> int:
 def run_mqtt(args: argparse.Namespace) -> int:
     import threading
 
-    import paho.mqtt.client as paho
+    from paho.mqtt.enums import MQTTProtocolVersion
 
     from firmware_sim.mqtt_fleet import FleetOptions, MqttFleet
     from firmware_sim.senml import CBOR, JSON
@@ -419,7 +419,7 @@ def run_mqtt(args: argparse.Namespace) -> int:
         pki_dir=args.pki_dir,
         device_ids=ids,
         kind=args.kind,
-        protocol=paho.MQTTv5 if args.protocol == "5" else paho.MQTTv311,
+        protocol=MQTTProtocolVersion.MQTTv5 if args.protocol == "5" else MQTTProtocolVersion.MQTTv311,
         content_type=CBOR if args.format == "cbor" else JSON,
         ack_log=args.ack_log,
         ecg_fs=args.ecg_fs,

@@ -25,6 +25,7 @@ from typing import Any
 
 import cbor2
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -74,7 +75,8 @@ class AckLog:
 
 @dataclass(slots=True)
 class _Frame:
-    payload: bytes
+    t_s: float
+    measurements: Sequence[Record]
     sent_at: float
     tries: int = 1
 
@@ -108,7 +110,7 @@ class MqttDevice:
         port: int,
         tls: DeviceTls | None,
         *,
-        protocol: int = paho.MQTTv5,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         content_type: str = CBOR,
         ack_log: AckLog | None = None,
         resend_after_s: float = 5.0,
@@ -126,14 +128,14 @@ class MqttDevice:
         self.boot = ""
         self.reboot()
         self._resend_all = False
-        self._v5 = protocol == paho.MQTTv5
+        self._v5 = protocol == MQTTProtocolVersion.MQTTv5
         self.connected = threading.Event()
         self.settled = threading.Condition(self._lock)
         self._client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"dev-{device_id}",
             protocol=protocol,
-            **({} if self._v5 else {"clean_session": True}),
+            clean_session=None if self._v5 else True,
         )
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)
@@ -147,12 +149,12 @@ class MqttDevice:
         self._host, self._port, self._keepalive = host, port, keepalive_s
         self._props: Properties | None = None
         if self._v5:
-            self._props = Properties(PacketTypes.PUBLISH)
+            self._props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             self._props.ContentType = content_type
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self._client.reconnect_delay_set(0.2, 5)
+        self._client.reconnect_delay_set(1, 5)
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
         self._client.loop_start()
 
@@ -198,9 +200,9 @@ class MqttDevice:
                 if not isinstance(e, dict):
                     continue
                 boot, seq = e.get("boot"), e.get("seq")
-                b = self._boots.get(boot) if isinstance(boot, str) else None
-                if b is None or not isinstance(seq, int):
+                if not isinstance(boot, str) or not isinstance(seq, int) or boot not in self._boots:
                     continue
+                b = self._boots[boot]
                 done: list[int] = []
                 for s in b.frames:  # insertion order is seq order
                     if s > seq:
@@ -232,12 +234,20 @@ class MqttDevice:
             b = self._boots[self.boot]
             seq = b.next_seq
             b.next_seq += 1
-            unacked = next(iter(b.frames)) if b.frames else seq
-            payload = encode(frame_records(self.device_id, Header(self.boot, seq, unacked), t_s, measurements), self.content_type)
-            b.frames[seq] = _Frame(payload, time.monotonic())
+            b.frames[seq] = _Frame(t_s, measurements, time.monotonic())
+            payload = self._encode(self.boot, b, seq)
             self.stats.frames += 1
         self._publish(payload)
         return True
+
+    def _encode(self, boot: str, b: _Boot, seq: int) -> bytes:
+        """The frame as sent now: ``unacked`` is the lowest seq of its boot still held *at this moment*, so
+        a gateway that lost its memory (restart) learns where the device stands from any resend."""
+        f = b.frames[seq]
+        unacked = next(iter(b.frames))  # insertion order is seq order
+        return encode(
+            frame_records(self.device_id, Header(boot, seq, unacked), f.t_s, f.measurements), self.content_type
+        )
 
     def _publish(self, payload: bytes) -> None:
         self._client.publish(readings_topic(self.device_id), payload, qos=1, properties=self._props)
@@ -251,13 +261,13 @@ class MqttDevice:
         due: list[bytes] = []
         with self._lock:
             everything, self._resend_all = self._resend_all, False
-            for b in self._boots.values():
-                for f in b.frames.values():
+            for boot, b in self._boots.items():
+                for seq, f in b.frames.items():
                     wait = self._resend_after * min(8, 2 ** (f.tries - 1))
                     if everything or now - f.sent_at >= wait:
                         f.sent_at = now
                         f.tries += 1
-                        due.append(f.payload)
+                        due.append(self._encode(boot, b, seq))
         for p in due:
             self._publish(p)
         self.stats.resent += len(due)

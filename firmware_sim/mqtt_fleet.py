@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from firmware_sim.mqtt_device import AckLog, DeviceTls, MqttDevice
 from firmware_sim.physiology import Patient
@@ -34,7 +34,7 @@ class FleetOptions:
     """``<state_dir>/pki`` of the site: ``ca.crt`` and ``devices/<id>.crt|.key``. None: no TLS (loopback only)."""
     device_ids: Sequence[str]
     kind: str = "cardiac"
-    protocol: int = paho.MQTTv5
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5
     content_type: str = CBOR
     ack_log: Path | None = None
     ecg_fs: int = 130
@@ -48,7 +48,9 @@ class FleetOptions:
 def device_tls(pki_dir: Path | None, device_id: str) -> DeviceTls | None:
     if pki_dir is None:
         return None
-    return DeviceTls(pki_dir / "ca.crt", pki_dir / "devices" / f"{device_id}.crt", pki_dir / "devices" / f"{device_id}.key")
+    return DeviceTls(
+        pki_dir / "ca.crt", pki_dir / "devices" / f"{device_id}.crt", pki_dir / "devices" / f"{device_id}.key"
+    )
 
 
 class MqttFleet:
@@ -136,7 +138,9 @@ class MqttFleet:
             for d in self.devices:
                 self._maybe_reboot(d)
                 m: list[Record] = (
-                    ecg_records(wave, self.opts.ecg_fs) if wave is not None else [{"n": "heart-rate", "u": "1/s", "v": 1.2}]
+                    ecg_records(wave, self.opts.ecg_fs)
+                    if wave is not None
+                    else [{"n": "heart-rate", "u": "1/s", "v": 1.2}]
                 )
                 while not d.send(t, m):
                     if stop.wait(0.05):

@@ -55,7 +55,7 @@ def frame_records(device_id: str, header: Header | None, t_s: float, measurement
 def ecg_records(samples: npt.NDArray[np.int32], fs: int, lead: str = "MDC_ECG_ELEC_POTL") -> list[Record]:
     """protocols.md §10's compact ECG frame: int16 little-endian µV when they fit, else int24."""
     lo, hi = (int(samples.min()), int(samples.max())) if samples.size else (0, 0)
-    if -32768 <= lo and hi <= 32767:
+    if lo >= -32768 and hi <= 32767:
         name, data = "ecg:i16le", samples.astype("<i2").tobytes()
     else:
         raw = samples.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]

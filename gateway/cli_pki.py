@@ -25,7 +25,6 @@ from gateway.pki import (
 )
 
 if TYPE_CHECKING:  # the commands import their modules when they run: `--help` stays fast
-    from gateway.devices import DeviceRegistry
     from gateway.pki.ca import Issued
 
 

@@ -19,7 +19,9 @@ T0 = 1_780_000_000.0
 """An absolute SenML time (s) in the past of any test run, after 2026-05."""
 
 
-def hr_frame(device: str, boot: str, seq: int, *, bpm: float = 72.0, unacked: int | None = None) -> list[dict[str, Any]]:
+def hr_frame(
+    device: str, boot: str, seq: int, *, bpm: float = 72.0, unacked: int | None = None
+) -> list[dict[str, Any]]:
     return [
         {"bn": f"urn:dev:ds4h:{device}:", "bt": T0 + seq, "n": "boot", "vs": boot},
         {"n": "seq", "v": seq},
@@ -28,7 +30,20 @@ def hr_frame(device: str, boot: str, seq: int, *, bpm: float = 72.0, unacked: in
     ]
 
 
-_CBOR_KEYS = {"bver": -1, "bn": -2, "bt": -3, "bu": -4, "bv": -5, "n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4, "t": 6, "vd": 8}
+_CBOR_KEYS = {
+    "bver": -1,
+    "bn": -2,
+    "bt": -3,
+    "bu": -4,
+    "bv": -5,
+    "n": 0,
+    "u": 1,
+    "v": 2,
+    "vs": 3,
+    "vb": 4,
+    "t": 6,
+    "vd": 8,
+}
 
 
 def cbor_pack(records: list[dict[str, Any]]) -> bytes:

@@ -52,7 +52,9 @@ def write_config(tmp: Path, site: MqttSite, port: int) -> Path:
 
 def start_gateway(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)], stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)], stdout=out, stderr=out
+        )
     deadline = time.monotonic() + 30
     while not http_ok(f"http://127.0.0.1:{port}/healthz"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -68,14 +70,28 @@ def start_publishers(site: MqttSite, acks: Path, log: Path) -> list[subprocess.P
             procs.append(
                 subprocess.Popen(
                     [
-                        sys.executable, "-m", "firmware_sim", "mqtt",
-                        "--broker", f"{site.broker.host}:{site.broker.port}",
-                        "--pki-dir", str(site.state_dir / "pki"), "--device-ids", ",".join(half),
-                        "--flood", str(FRAMES_PER_DEVICE), "--ack-log", str(acks),
-                        "--resend-after", "5", "--settle-timeout", "240",
+                        sys.executable,
+                        "-m",
+                        "firmware_sim",
+                        "mqtt",
+                        "--broker",
+                        f"{site.broker.host}:{site.broker.port}",
+                        "--pki-dir",
+                        str(site.state_dir / "pki"),
+                        "--device-ids",
+                        ",".join(half),
+                        "--flood",
+                        str(FRAMES_PER_DEVICE),
+                        "--ack-log",
+                        str(acks),
+                        "--resend-after",
+                        "5",
+                        "--settle-timeout",
+                        "240",
                     ],
-                    stdout=subprocess.PIPE, stderr=err,
-                )  # fmt: skip
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                )
             )
     return procs
 
@@ -84,7 +100,7 @@ def finish(procs: list[subprocess.Popen[bytes]], log: Path) -> list[dict[str, in
     out = []
     for p in procs:
         stdout, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, f"publisher failed ({p.returncode}):\n{log.read_text()[-3000:]}"
+        assert p.returncode == 0, f"publisher failed ({p.returncode}): {stdout.decode()}\n{log.read_text()[-3000:]}"
         out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
     return out
 

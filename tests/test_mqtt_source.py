@@ -17,7 +17,17 @@ import pytest
 
 from gateway.pipeline import Gateway
 from tests.gw import make_config, running, wait_until
-from tests.mqttgw import T0, cbor_pack, device_client, committed_keys, hr_frame, json_pack, mqtt_count, publish, quarantine_counts
+from tests.mqttgw import (
+    T0,
+    cbor_pack,
+    committed_keys,
+    device_client,
+    hr_frame,
+    json_pack,
+    mqtt_count,
+    publish,
+    quarantine_counts,
+)
 from tests.services import Mosquitto
 
 DEVICES = {"g5-a": {"kind": "cardiac_monitor"}, "g5-b": {"kind": "cgm"}, "plain-1": {"kind": "senml"}}
@@ -31,19 +41,19 @@ def _config(state: Path, broker: Mosquitto, **mqtt: Any) -> Any:
     )
 
 
-async def _acks(broker: Mosquitto, device: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+async def _acks(broker: Mosquitto, device: str, wait_s: float = 10.0) -> list[dict[str, Any]]:
     """The retained ack message of ``device`` as a fresh subscriber sees it."""
     async with aiomqtt.Client(broker.host, broker.port, identifier=f"ackreader-{device}") as c:
         await c.subscribe(f"ds4h/v1/devices/{device}/ack", qos=1, timeout=5)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             async for m in c.messages:
                 doc: list[dict[str, Any]] = cbor2.loads(m.payload)
                 return doc
     raise AssertionError("no ack message")
 
 
-async def _wait_watermark(broker: Mosquitto, device: str, boot: str, seq: int, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_watermark(broker: Mosquitto, device: str, boot: str, seq: int, wait_s: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         acks = await _acks(broker, device)
         if any(a["boot"] == boot and a["seq"] >= seq for a in acks):
@@ -79,7 +89,9 @@ async def test_frames_are_committed_then_acked_and_watermarked(tmp_path: Path, m
         assert mqtt_count(gw, "committed") == 0 and mqtt_count(gw, "duplicate") == 0
 
 
-async def test_messages_wait_in_the_broker_while_the_gateway_is_down(tmp_path: Path, mosquitto_private: Mosquitto) -> None:
+async def test_messages_wait_in_the_broker_while_the_gateway_is_down(
+    tmp_path: Path, mosquitto_private: Mosquitto
+) -> None:
     state = tmp_path / "state"
     async with running(_config(state, mosquitto_private)) as gw:  # creates the persistent session
         await _connected(gw)
@@ -118,7 +130,7 @@ def _bad_inputs() -> list[tuple[str, str, bytes, str | None]]:
     nan[3]["v"] = math.nan
     return [
         ("too_large", "g5-a", b"[" + b" " * 70_000 + b"]", "application/senml+json"),
-        ("malformed", "g5-a", b"[{\"n\": ", "application/senml+json"),
+        ("malformed", "g5-a", b'[{"n": ', "application/senml+json"),
         ("malformed", "g5-a", b"\xff\x00garbage", "application/senml+cbor"),
         ("non_finite", "g5-a", cbor_pack(nan), "application/senml+cbor"),
         ("unknown_name", "g5-a", cbor_pack([*good[:3], {"n": "blood-alcohol", "u": "/", "v": 0.1}]), None),
@@ -127,7 +139,12 @@ def _bad_inputs() -> list[tuple[str, str, bytes, str | None]]:
         ("bad_time", "g5-a", cbor_pack([{**good[0], "bt": T0 + 10 * 86400 * 365}, *good[1:]]), None),
         ("wrong_device", "g5-a", cbor_pack(hr_frame("g5-b", "bad", 1)), None),
         ("unknown_device", "nobody-1", cbor_pack(hr_frame("nobody-1", "bad", 0)), None),
-        ("missing_sequence", "g5-a", cbor_pack([{"bn": "urn:dev:ds4h:g5-a:", "bt": T0, "n": "heart-rate", "u": "1/s", "v": 1.2}]), None),
+        (
+            "missing_sequence",
+            "g5-a",
+            cbor_pack([{"bn": "urn:dev:ds4h:g5-a:", "bt": T0, "n": "heart-rate", "u": "1/s", "v": 1.2}]),
+            None,
+        ),
         ("bad_time", "plain-1", cbor_pack([{"n": "heart-rate", "u": "1/s", "v": 1.2, "t": -5}]), None),
         ("unsupported_content_type", "g5-a", cbor_pack(good), "text/plain"),
     ]
@@ -177,8 +194,7 @@ async def test_mqtt_311_payloads_are_sniffed(tmp_path: Path, mosquitto_private: 
 async def test_ecg_frames_become_waveforms(tmp_path: Path, mosquitto_private: Mosquitto) -> None:
     import numpy as np
 
-    from firmware_sim.senml import ecg_records, encode, frame_records
-    from firmware_sim.senml import Header
+    from firmware_sim.senml import Header, ecg_records, encode, frame_records
 
     state = tmp_path / "state"
     async with running(_config(state, mosquitto_private)) as gw:

@@ -33,7 +33,7 @@ CBOR_KEYS = {"bver": -1, "bn": -2, "bt": -3, "bu": -4, "bv": -5, "bs": -6, "n": 
 CBOR_KEYS |= {"vb": 4, "s": 5, "t": 6, "ut": 7, "vd": 8}
 
 
-def to_json(records: list[dict[str, Any]]) -> bytes:
+def to_json(records: list[dict[Any, Any]]) -> bytes:
     out = [
         {k: (base64.urlsafe_b64encode(v).rstrip(b"=").decode() if k == "vd" else v) for k, v in r.items()}
         for r in records
@@ -41,7 +41,7 @@ def to_json(records: list[dict[str, Any]]) -> bytes:
     return json.dumps(out, separators=(",", ":")).encode()
 
 
-def to_cbor(records: list[dict[str, Any]]) -> bytes:
+def to_cbor(records: list[dict[Any, Any]]) -> bytes:
     return cbor2.dumps([{CBOR_KEYS.get(k, k): v for k, v in r.items()} for r in records])
 
 
@@ -125,7 +125,7 @@ def test_protocols_ecg_example_as_a_gateway_frame() -> None:
 
 # --- resolution ----------------------------------------------------------------------------------------
 def test_base_fields_carry_over_until_redefined() -> None:
-    recs = [
+    recs: list[dict[str, Any]] = [
         {"bn": "dev1:", "bt": 2_000_000_000, "bu": "Cel", "bv": 30, "bs": 100, "n": "a", "v": 7, "s": 1},
         {"n": "b", "v": 0.5, "t": -2},
         {"bn": "dev2/", "n": "c", "u": "K", "vs": "text", "t": 3},

@@ -110,7 +110,7 @@ _BASE_CBOR: Final = frozenset(_CBOR[:6])
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*")
 _valid_names: set[str] = set()
 """Resolved names already checked (the same few names arrive in every message of a device)."""
-_VALID_NAMES_MAX: Final = 50_000
+_VALID_NAMES_MAX: Final = 10_000
 
 
 # --- errors ------------------------------------------------------------------------------------------

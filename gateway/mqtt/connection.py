@@ -68,7 +68,7 @@ def build_client(
     """A client with a persistent session and manual acknowledgements; messages go to ``on_message``."""
     props: Properties | None = None
     if protocol == V5:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = cfg.session_expiry_s
         props.ReceiveMaximum = cfg.receive_maximum
     will = aiomqtt.Will(gateway_status_topic(cfg.client_id), b'{"state":"offline"}', qos=1, retain=True)
@@ -94,11 +94,11 @@ def build_client(
 
 
 def paho_client(client: aiomqtt.Client) -> paho.Client:
-    inner: paho.Client = client._client  # noqa: SLF001 — pinned aiomqtt; see the module docstring
+    inner: paho.Client = client._client
     return inner
 
 
 def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
     """Resolves (or fails) when the connection is lost."""
-    fut: asyncio.Future[None] = client._disconnected  # noqa: SLF001 — pinned aiomqtt
+    fut: asyncio.Future[None] = client._disconnected
     return fut

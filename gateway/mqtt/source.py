@@ -22,8 +22,8 @@ from typing import Any
 
 import aiomqtt
 import cbor2
-from aiomqtt.exceptions import MqttConnectError
 import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
 
 from drivers.senml.codec import decode_pack
 from drivers.senml.profile import Frame, decode_frame
@@ -165,9 +165,18 @@ class MqttSource:
                 self.last_error = None
                 self._metrics.mqtt_connected.set(1)
                 log.info(
-                    "mqtt connected to %s:%d (%s)", self._cfg.host, self._cfg.port, "v5" if self._protocol == V5 else "3.1.1"
+                    "mqtt connected to %s:%d (%s)",
+                    self._cfg.host,
+                    self._cfg.port,
+                    "v5" if self._protocol == V5 else "3.1.1",
                 )
-                await self._serve(client, lost)
+                failure: BaseException | None = None
+                try:
+                    await self._serve(client, lost)
+                except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                    failure = group.exceptions[0]
+                if failure is not None:
+                    raise aiomqtt.MqttError(str(failure) or type(failure).__name__)
             finally:
                 self._client = None
                 self.connected.clear()
@@ -176,7 +185,7 @@ class MqttSource:
             lost.exception()  # retrieved: the reason was logged by the caller
 
     def acks_known(self) -> list[str]:
-        return list(self.acks._devices)  # noqa: SLF001 — same package
+        return list(self.acks._devices)
 
     async def _serve(self, client: aiomqtt.Client, lost: asyncio.Future[None]) -> None:
         gen = self._generation
@@ -224,7 +233,8 @@ class MqttSource:
         props = m.properties
         if props is not None:
             ctype = getattr(props, "ContentType", None)
-        self._inbox.append(_Msg(m.mid, m.qos, m.topic, m.payload, ctype, self._generation))
+        payload = m.payload if type(m.payload) is bytes else bytes(m.payload)
+        self._inbox.append(_Msg(m.mid, m.qos, m.topic, payload, ctype, self._generation))
         self._ready.set()
 
     async def _handle(self, client: aiomqtt.Client, gen: int, msgs: list[_Msg]) -> None:
@@ -285,7 +295,10 @@ class MqttSource:
         payload = m.payload
         if len(payload) > self._cfg.max_payload_bytes:
             return QuarantineRecord.of(
-                "too_large", f"{len(payload)} bytes > mqtt.max_payload_bytes {self._cfg.max_payload_bytes}", device_id, payload
+                "too_large",
+                f"{len(payload)} bytes > mqtt.max_payload_bytes {self._cfg.max_payload_bytes}",
+                device_id,
+                payload,
             )
         device = self._registry.cached(device_id)
         if device is None:
@@ -294,7 +307,12 @@ class MqttSource:
             return QuarantineRecord.of("disabled_device", f"device {device_id} is disabled", device_id, payload)
         try:
             frame = decode_frame(
-                payload, m.content_type, device_id, received_ns, gateway_synced=synced, max_ahead_s=self._cfg.max_ahead_s
+                payload,
+                m.content_type,
+                device_id,
+                received_ns,
+                gateway_synced=synced,
+                max_ahead_s=self._cfg.max_ahead_s,
             )
             key, st = self._key(device_id, device.kind, frame, payload)
         except PayloadError as e:
@@ -312,7 +330,9 @@ class MqttSource:
     @staticmethod
     def _key(device_id: str, kind: str, frame: Frame, payload: bytes) -> tuple[SourceKey, _Settle | None]:
         if frame.boot is not None and frame.seq is not None:
-            return SourceKey(device_id, (frame.boot, frame.seq)), _Settle(device_id, frame.boot, frame.seq, frame.unacked)
+            return SourceKey(device_id, (frame.boot, frame.seq)), _Settle(
+                device_id, frame.boot, frame.seq, frame.unacked
+            )
         if kind != PLAIN_SENML_KIND:
             raise PayloadError(
                 f"frame without 'boot' and 'seq' records: only devices of kind {PLAIN_SENML_KIND!r} may omit them",
@@ -371,7 +391,9 @@ class MqttSource:
             async with asyncio.TaskGroup() as tg:
                 for d in devices:
                     tg.create_task(
-                        client.publish(ack_topic(d), self.acks.payload(d), qos=1, retain=True, timeout=self._cfg.connect_timeout_s)
+                        client.publish(
+                            ack_topic(d), self.acks.payload(d), qos=1, retain=True, timeout=self._cfg.connect_timeout_s
+                        )
                     )
         except* (aiomqtt.MqttError, TimeoutError):
             self.acks.dirty.update(devices)  # published again on the next round / connection
@@ -405,4 +427,3 @@ def _lenient_header(payload: bytes, content_type: str | None) -> tuple[str, int,
     if boot is None or seq is None or not _BOOT_RE.fullmatch(boot):
         return None
     return boot, seq, unacked
-
