@@ -238,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--patients", type=int, default=3, help="simulated patients (default 3)")
     demo.add_argument("--speed", type=float, default=60.0, help="simulated-time speed-up for slow signals")
     demo.add_argument("--port", type=int, default=0, help="control API port (default: a free one)")
+    demo.add_argument(
+        "--mqtt-devices",
+        type=int,
+        default=2,
+        help="simulated 5G cardiac monitors over MQTT (default 2; 0: none). Uses a local mosquitto with "
+        "mutual TLS when installed, else an embedded MQTT 3.1.1 broker on loopback",
+    )
+    demo.add_argument(
+        "--embedded-broker", action="store_true", help="use the embedded broker even when mosquitto is installed"
+    )
     demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", help="configuration tools", description="Configuration tools.")

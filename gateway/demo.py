@@ -1,8 +1,10 @@
 """``ds4h-gateway demo``: the gateway on embedded defaults, fed by simulated patients, with a live view.
 
-The simulated devices run in their own process (``python -m firmware_sim http``) and reach the gateway
-only over its local ingest API — the same wire any other source uses. State lives in a temporary
-directory unless ``--state-dir`` is given; the only sink is the local history.
+The simulated devices run in their own processes and reach the gateway only over the wire: patients'
+devices over the local ingest API (``python -m firmware_sim http``), 5G cardiac monitors over MQTT
+(``python -m firmware_sim mqtt``) through a local broker (gateway.mqtt.demo_broker: mosquitto with mutual
+TLS when installed, else an embedded broker). State lives in a temporary directory unless ``--state-dir``
+is given; the only sink is the local history.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from gateway.config import parse_config
+from gateway.config import Config, parse_config
 from gateway.errors import GatewayError
+from gateway.mqtt.demo_broker import DemoBroker
+from gateway.mqtt.demo_broker import start as start_broker
 from gateway.pipeline import Gateway
 
 log = logging.getLogger(__name__)
@@ -100,22 +104,51 @@ def _view(gw: Gateway, rate: float, sim_running: bool) -> Group:
     return Group(head, totals, sinks, devices, Text("Ctrl-C stops", style="dim"))
 
 
+def _mqtt_sim(broker: DemoBroker, state_dir: Path, device_ids: list[str]) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "firmware_sim", "mqtt", "--broker", f"127.0.0.1:{broker.port}",
+        "--device-ids", ",".join(device_ids), "--protocol", broker.protocol, "--ecg-fs", "130",
+        "--settle-timeout", "10",
+    ]  # fmt: skip
+    if broker.tls:
+        cmd += ["--pki-dir", str(state_dir / "pki")]
+    return cmd
+
+
 async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     devices = await _sim_devices(args.patients)
-    config = parse_config(
-        {
-            "gateway": {"name": "ds4h-demo", "state_dir": str(state_dir), "shutdown_flush_s": 10},
-            "devices": devices,
-            "web": {"port": args.port},
-        },
-        "<demo defaults>",
-    )
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
+    mqtt_ids = [f"g5-{i + 1:02d}" for i in range(max(0, args.mqtt_devices))]
+    broker: DemoBroker | None = None
+    if mqtt_ids:
+        broker = await start_broker(
+            state_dir, dict.fromkeys(mqtt_ids, "cardiac_monitor"), prefer_mosquitto=not args.embedded_broker
+        )
+    raw: dict[str, Any] = {
+        "gateway": {"name": "ds4h-demo", "state_dir": str(state_dir), "shutdown_flush_s": 10},
+        "devices": devices,
+        "web": {"port": args.port},
+    }
+    if broker is not None:
+        raw["mqtt"] = broker.mqtt_section()
+    config = parse_config(raw, "<demo defaults>")
+    try:
+        return await _run(args, state_dir, config, broker, mqtt_ids)
+    finally:
+        if broker is not None:
+            await broker.stop()
+
+
+async def _run(
+    args: argparse.Namespace, state_dir: Path, config: Config, broker: DemoBroker | None, mqtt_ids: list[str]
+) -> dict[str, Any]:
     gw = Gateway(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sim: asyncio.subprocess.Process | None = None
+    msim: asyncio.subprocess.Process | None = None
     try:
         async with asyncio.TaskGroup() as tg:
             gw_task = tg.create_task(gw.run(install_signal_handlers=False))
@@ -127,21 +160,36 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
                 "--speed", str(args.speed),
             ]  # fmt: skip
             sim = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL)
+            if broker is not None:
+                msim = await asyncio.create_subprocess_exec(
+                    *_mqtt_sim(broker, state_dir, mqtt_ids),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
             if not args.json:
                 print(f"control API: {gw.url}  (metrics: {gw.url}/metrics, token: {state_dir / 'control.token'})")
+                if broker is not None:
+                    tls = "mutual TLS, MQTT v5" if broker.tls else "plain MQTT 3.1.1 on loopback"
+                    print(
+                        f"MQTT broker: {broker.kind} on 127.0.0.1:{broker.port} ({tls}), devices {', '.join(mqtt_ids)}"
+                    )
             deadline = None if args.duration is None else loop.time() + args.duration
             await _watch(gw, sim, stop, deadline, live=not args.json)
-            if sim.returncode is None:
-                sim.send_signal(signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(15):
-                        await sim.wait()
+            for p in (sim, msim):
+                if p is not None and p.returncode is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in (sim, msim):
+                if p is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(15):
+                            await p.wait()
             gw.request_stop()
             await gw_task
     finally:
-        if sim is not None and sim.returncode is None:
-            sim.kill()
-            await sim.wait()
+        for p in (sim, msim):
+            if p is not None and p.returncode is None:
+                p.kill()
+                await p.wait()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     c = gw.counters()
@@ -155,6 +203,15 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         "batches_committed": c["batches_committed"],
         "batches_duplicate": c["batches_duplicate"],
         "simulator_exit": sim.returncode if sim else None,
+        "mqtt": None
+        if broker is None or gw.mqtt is None
+        else {
+            "broker": broker.kind,
+            "port": broker.port,
+            "devices": mqtt_ids,
+            "messages_committed": gw.mqtt_stats()["messages"]["committed"],
+            "simulator_exit": msim.returncode if msim else None,
+        },
     }
 
 

@@ -8,13 +8,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.services import http_get
 
 
-def test_demo_json_and_metrics_while_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_json_and_metrics_while_running(tmp_path: Path, broker: str) -> None:
     state = tmp_path / "demo-state"
+    extra = ["--embedded-broker"] if broker == "embedded" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--duration", "15", "--json", "--state-dir", str(state)],
+        [sys.executable, "-m", "gateway.cli", "demo", "--duration", "15", "--json", "--state-dir", str(state), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -47,3 +51,7 @@ def test_demo_json_and_metrics_while_running(tmp_path: Path) -> None:
     assert summary["readings_forwarded"] == summary["readings_committed"]
     assert summary["did"].startswith("did:key:z6Mk")
     assert not (state / "control.json").exists()
+    # the simulated 5G devices delivered over MQTT through the demo's own broker
+    mqtt = summary["mqtt"]
+    assert mqtt["broker"] == ("amqtt" if broker == "embedded" else "mosquitto")
+    assert mqtt["messages_committed"] > 0 and mqtt["simulator_exit"] == 0

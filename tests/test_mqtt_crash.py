@@ -183,3 +183,38 @@ def test_broker_killed_and_restarted_mid_flood(tmp_path: Path, site_devices: Mqt
                 p.kill()
                 p.wait()
     check_exactly_once(acks, site.state_dir, summaries)
+
+
+def test_device_reboot_mid_stream(tmp_path: Path, mqtt_site: MqttSite) -> None:
+    """Devices reboot every 300 frames (new boot id, seq from 0): no loss, and no new frame taken for a replay."""
+    site = mqtt_site
+    for d in ("reboot-1", "reboot-2"):
+        site.issue_device(d, kind="cardiac_monitor")
+    port = free_port()
+    config = write_config(tmp_path, site, port)
+    acks = tmp_path / "acks.log"
+    gw = start_gateway(config, port, tmp_path / "gateway.log")
+    try:
+        out = subprocess.run(
+            [
+                sys.executable, "-m", "firmware_sim", "mqtt",
+                "--broker", f"{site.broker.host}:{site.broker.port}", "--pki-dir", str(site.state_dir / "pki"),
+                "--device-ids", "reboot-1,reboot-2", "--flood", "1000", "--reboot-after", "300",
+                "--format", "json", "--ack-log", str(acks), "--settle-timeout", "60",
+            ],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        gw.send_signal(signal.SIGTERM)
+        assert gw.wait(timeout=30) == 0
+    finally:
+        if gw.poll() is None:
+            gw.kill()
+            gw.wait()
+    acked = [line for line in acks.read_text().split("\n") if line]
+    keys = committed(site.state_dir)
+    assert summary["frames"] == 2000 and len(acked) == 2000
+    assert sorted(keys) == sorted(acked)
+    boots = {k.rsplit("/", 1)[0] for k in keys}
+    assert len(boots) == 2 * 4  # each device: the first boot and three reboots
