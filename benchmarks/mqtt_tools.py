@@ -26,6 +26,7 @@ import paho.mqtt.client as paho  # noqa: E402
 from firmware_sim.senml import Header, ecg_records, encode, frame_records  # noqa: E402
 
 TOPIC_FILTER = "ds4h/v1/devices/+/readings"
+WINDOW = 10_000
 T0 = 1_780_000_000.0
 
 
@@ -50,11 +51,13 @@ def payloads(messages: int, devices: int, ecg_samples: int, boot: str) -> list[t
 def publish(port: int, messages: int, devices: int, ecg_samples: int, boot: str) -> dict[str, float]:
     todo = payloads(messages, devices, ecg_samples, boot)
     done = threading.Event()
+    room = threading.Semaphore(WINDOW)
     acked = 0
 
     def on_publish(_c: paho.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
         nonlocal acked
         acked += 1
+        room.release()
         if acked == messages:
             done.set()
 
@@ -66,6 +69,7 @@ def publish(port: int, messages: int, devices: int, ecg_samples: int, boot: str)
     c.loop_start()
     t0 = time.perf_counter()
     for topic, payload in todo:
+        room.acquire()  # paho's message ids are 16-bit: never more than WINDOW unacknowledged in its queue
         c.publish(topic, payload, qos=1)
     if not done.wait(600):
         raise SystemExit(f"publisher: only {acked} of {messages} acknowledged by the broker")

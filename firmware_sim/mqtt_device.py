@@ -13,6 +13,7 @@ line, fsync'd), which crash tests compare with what the gateway stored.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import ssl
@@ -34,6 +35,8 @@ from firmware_sim.senml import CBOR, Header, Record, encode, frame_records
 log = logging.getLogger(__name__)
 
 TOPIC_PREFIX = "ds4h/v1/devices/"
+RESEND_BATCH = 2000
+"""Frames re-published per :meth:`MqttDevice.resend_due` call at most."""
 
 
 def readings_topic(device_id: str) -> str:
@@ -114,7 +117,7 @@ class MqttDevice:
         content_type: str = CBOR,
         ack_log: AckLog | None = None,
         resend_after_s: float = 5.0,
-        max_buffer: int = 100_000,
+        max_buffer: int = 50_000,
         keepalive_s: int = 30,
     ) -> None:
         self.device_id = device_id
@@ -253,18 +256,25 @@ class MqttDevice:
         self._client.publish(readings_topic(self.device_id), payload, qos=1, properties=self._props)
         self.stats.published += 1
 
-    def resend_due(self) -> int:
-        """Publish again what the watermark has not covered in time (all of it after a reconnect)."""
+    def resend_due(self, limit: int = RESEND_BATCH) -> int:
+        """Publish again what the watermark has not covered in time (all of it after a reconnect), at most
+        ``limit`` frames per call: paho numbers messages with 16-bit ids, so its queue must stay far below
+        65,535 messages."""
         if not self.connected.is_set():
             return 0
         now = time.monotonic()
         due: list[bytes] = []
         with self._lock:
-            everything, self._resend_all = self._resend_all, False
+            if self._resend_all:
+                self._resend_all = False
+                for b in self._boots.values():
+                    for f in b.frames.values():
+                        f.sent_at = -math.inf
             for boot, b in self._boots.items():
                 for seq, f in b.frames.items():
-                    wait = self._resend_after * min(8, 2 ** (f.tries - 1))
-                    if everything or now - f.sent_at >= wait:
+                    if len(due) >= limit:
+                        break
+                    if now - f.sent_at >= self._resend_after * min(8, 2 ** (f.tries - 1)):
                         f.sent_at = now
                         f.tries += 1
                         due.append(self._encode(boot, b, seq))

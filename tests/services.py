@@ -416,6 +416,8 @@ class Mosquitto(ManagedProcess):
     name = "mosquitto"
     binary = MOSQUITTO_BIN
     package = "mosquitto"
+    autosave_interval_s = 1
+    """Seconds between saves of the in-memory state; 0 disables persistence (benchmarks of the clients)."""
 
     @property
     def config_path(self) -> Path:
@@ -439,9 +441,9 @@ class Mosquitto(ManagedProcess):
                     # listens on the loopback interface only and lives for one test run.
                     "allow_anonymous true",
                     f"user {user}",
-                    "persistence true",
+                    f"persistence {'true' if self.autosave_interval_s else 'false'}",
                     f"persistence_location {self.data_dir}/",
-                    "autosave_interval 1",
+                    f"autosave_interval {self.autosave_interval_s or 1800}",
                     "max_queued_messages 0",
                     "max_inflight_messages 100",
                     "log_dest stderr",
