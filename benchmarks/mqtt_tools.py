@@ -91,6 +91,7 @@ async def bare(port: int, messages: int, client_id: str, session_only: bool, idl
         clean_start=False,
         properties=_session_props(),
     ) as c:
+        connected = time.perf_counter()
         await c.subscribe(TOPIC_FILTER, qos=1)
         if session_only:
             return {"received": 0}
@@ -110,7 +111,7 @@ async def bare(port: int, messages: int, client_id: str, session_only: bool, idl
                         first = last
         except TimeoutError:
             pass
-    return {"received": n, "seconds": last - first if n > 1 else 0.0}
+    return {"received": n, "seconds": last - connected if n else 0.0, "first_after_s": first - connected}
 
 
 def _session_props() -> object:

@@ -194,6 +194,7 @@ class Gateway:
         m = self._sample
         return {
             "connected": self.mqtt.connected.is_set(),
+            "connected_since_ns": self.mqtt.connected_since_ns,
             "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
             "last_error": self.mqtt.last_error,
             "messages": {

@@ -207,3 +207,29 @@ async def test_ecg_frames_become_waveforms(tmp_path: Path, mosquitto_private: Mo
         await wait_until(lambda: mqtt_count(gw, "committed") == 3)
         points = gw.metrics.registry.get_sample_value("ds4h_readings_committed_total")
         assert points == 750
+
+
+async def test_backpressure_holds_messages_unacknowledged(tmp_path: Path, mosquitto_private: Mosquitto) -> None:
+    """Over the disk budget nothing is acked: the frames wait (in flight, then in the broker) until there is room."""
+    state = tmp_path / "state"
+    async with running(_config(state, mosquitto_private)) as gw:
+        await _connected(gw)
+        gw.committer.set_backpressure("test: disk budget reached")
+        async with device_client(mosquitto_private, "dev-bp") as dev:
+            for seq in range(10):
+                await publish(dev, "g5-a", cbor_pack(hr_frame("g5-a", "bp", seq)))
+        refusals = "ds4h_backpressure_refusals_total"
+        await wait_until(lambda: (gw.metrics.registry.get_sample_value(refusals) or 0) > 0, what="a refusal")
+        await asyncio.sleep(0.5)
+        assert mqtt_count(gw, "committed") == 0 and committed_keys(state) == []
+        assert "bp" not in {a["boot"] for a in await _acks_or_none(mosquitto_private, "g5-a")}
+        gw.committer.set_backpressure(None)
+        await wait_until(lambda: mqtt_count(gw, "committed") == 10, what="commit after back-pressure")
+        await _wait_watermark(mosquitto_private, "g5-a", "bp", 9)
+
+
+async def _acks_or_none(broker: Mosquitto, device: str) -> list[dict[str, Any]]:
+    try:
+        return await _acks(broker, device, wait_s=0.5)
+    except TimeoutError:
+        return []

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ PLAIN_SENML_KIND = "senml"
 """Devices of this kind are third-party SenML publishers: no boot id / frame seq, absolute times only."""
 CHUNK_MAX = 2000
 """Messages handled (and committed) together at most."""
+CHUNK_BYTES = 256 * 1024
+"""…and about this much payload (ECG frames: one commit stays a few tens of thousands of samples)."""
 MAX_CHUNKS_IN_FLIGHT = 4
 _UNCORRECTED = int(TimeQuality.DEVICE_UNCORRECTED)
 _BOOT_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -107,6 +110,8 @@ class MqttSource:
         self.status: dict[str, dict[str, Any]] = {}
         """Last status (birth / last will) each device published."""
         self.last_error: str | None = None
+        self.connected_since_ns = 0
+        """When the current (or last) connection was made, ns since the epoch."""
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -162,6 +167,7 @@ class MqttSource:
                 )
                 self.acks.dirty.update(self.acks_known())  # re-announce watermarks after a reconnect
                 self.connected.set()
+                self.connected_since_ns = time.time_ns()
                 self.last_error = None
                 self._metrics.mqtt_connected.set(1)
                 log.info(
@@ -188,23 +194,34 @@ class MqttSource:
         return list(self.acks._devices)
 
     async def _serve(self, client: aiomqtt.Client, lost: asyncio.Future[None]) -> None:
+        """Hand messages to chunk tasks until the connection is down or the source stops.
+
+        ``down`` resolves when the connection is lost or an ack publish fails; chunks in progress still
+        finish their commits (their PUBACKs are dropped if the connection is gone: the broker redelivers).
+        """
         gen = self._generation
+        down: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def went_down(why: str) -> None:
+            if not down.done():
+                down.set_result(why)
+
+        lost.add_done_callback(lambda f: went_down(_reason(f)))
         async with asyncio.TaskGroup() as tg:
-            publisher = tg.create_task(self._publish_acks(client))
+            publisher = tg.create_task(self._publish_acks(client, went_down))
             stop = tg.create_task(self._stopping.wait())
             chunks: set[asyncio.Task[None]] = set()
             slots = asyncio.Semaphore(MAX_CHUNKS_IN_FLIGHT)
-            while not lost.done() and not self._stopping.is_set():
+            while not down.done() and not self._stopping.is_set():
                 if not self._inbox:
                     self._ready.clear()
                     waiter = asyncio.ensure_future(self._ready.wait())
-                    await asyncio.wait((waiter, lost, stop), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((waiter, down, stop), return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     continue
                 await slots.acquire()
-                take = self._inbox[:CHUNK_MAX]
-                del self._inbox[:CHUNK_MAX]
-                task = tg.create_task(self._handle(client, gen, take))
+                take = self._take_chunk()
+                task = tg.create_task(self._handle(client, gen, take, down))
                 chunks.add(task)
 
                 def done(t: asyncio.Task[None]) -> None:
@@ -214,17 +231,28 @@ class MqttSource:
                 task.add_done_callback(done)
             if chunks:  # let committed chunks be acknowledged before leaving
                 await asyncio.wait(chunks)
-            await self._flush_acks(client)
-            if self._stopping.is_set() and not lost.done():
+            if not down.done():
+                await self._flush_acks(client, went_down)
+            if self._stopping.is_set() and not down.done():
                 with contextlib.suppress(aiomqtt.MqttError):
                     await client.publish(
                         gateway_status_topic(self._cfg.client_id), b'{"state":"offline"}', qos=1, retain=True, timeout=2
                     )
             publisher.cancel()
             stop.cancel()
-        if lost.done() and not self._stopping.is_set():
-            exc = lost.exception()
-            raise aiomqtt.MqttError(str(exc) if exc else "disconnected")
+        if down.done() and not self._stopping.is_set():
+            raise aiomqtt.MqttError(down.result())
+
+    def _take_chunk(self) -> list[_Msg]:
+        """The oldest messages, at most CHUNK_MAX of them and about CHUNK_BYTES of payload."""
+        n = size = 0
+        inbox = self._inbox
+        while n < len(inbox) and n < CHUNK_MAX and size < CHUNK_BYTES:
+            size += len(inbox[n].payload)
+            n += 1
+        take = inbox[:n]
+        del inbox[:n]
+        return take
 
     # --- receiving ---------------------------------------------------------------------------------
     def _on_message(self, _client: paho.Client, _userdata: Any, m: paho.MQTTMessage) -> None:
@@ -237,7 +265,7 @@ class MqttSource:
         self._inbox.append(_Msg(m.mid, m.qos, m.topic, payload, ctype, self._generation))
         self._ready.set()
 
-    async def _handle(self, client: aiomqtt.Client, gen: int, msgs: list[_Msg]) -> None:
+    async def _handle(self, client: aiomqtt.Client, gen: int, msgs: list[_Msg], down: asyncio.Future[str]) -> None:
         received_ns = time.time_ns()
         synced = self._clock.synced()
         self._registry.refresh()
@@ -268,9 +296,9 @@ class MqttSource:
             batch, st = outcome
             batches.append(batch)
             settle.append(st)
-        results = await self._commit(batches, quarantined)
+        results = await self._commit(batches, quarantined, down)
         if results is None:
-            return  # stopping: nothing acked, the broker keeps the messages
+            return  # stopping or disconnected: nothing acked, the broker keeps the messages
         n_new = sum(1 for r in results if r is CommitResult.COMMITTED)
         self._metrics.mqtt_messages.labels(outcome="committed").inc(n_new)
         self._metrics.mqtt_messages.labels(outcome="duplicate").inc(len(results) - n_new)
@@ -281,7 +309,7 @@ class MqttSource:
                 self.acks.settle(st.device_id, st.boot, st.seq, st.unacked, now)
         for st in q_settle:
             self.acks.settle(st.device_id, st.boot, st.seq, st.unacked, now)
-        if gen != self._generation or self._client is not client:
+        if gen != self._generation or self._client is not client or down.done():
             self._metrics.mqtt_acks_dropped.inc(len(msgs))
             return
         inner = paho_client(client)
@@ -347,8 +375,11 @@ class MqttSource:
         # no device counters: the payload itself identifies a redelivery (and point identity the rest)
         return SourceKey(device_id, ("senml", hashlib.sha256(payload).hexdigest()[:32])), None
 
-    async def _commit(self, batches: list[Batch], quarantined: list[QuarantineRecord]) -> list[CommitResult] | None:
-        """Commit until it works; ``None`` when the gateway stops first (then nothing may be acked)."""
+    async def _commit(
+        self, batches: list[Batch], quarantined: list[QuarantineRecord], down: asyncio.Future[str]
+    ) -> list[CommitResult] | None:
+        """Commit until it works; ``None`` when the gateway stops or the connection is lost first (then
+        nothing may be acked: the broker redelivers the messages)."""
         attempt = 0
         while True:
             try:
@@ -362,7 +393,7 @@ class MqttSource:
                     log.warning("mqtt: holding %d frame(s) unacknowledged: %s", len(batches), e)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                if self._stopping.is_set():
+                if self._stopping.is_set() or down.done():
                     return None
 
     def _device_status(self, device_id: str, payload: bytes) -> None:
@@ -377,16 +408,19 @@ class MqttSource:
         self._metrics.mqtt_messages.labels(outcome="status").inc()
 
     # --- ack watermarks ----------------------------------------------------------------------------
-    async def _publish_acks(self, client: aiomqtt.Client) -> None:
+    async def _publish_acks(self, client: aiomqtt.Client, went_down: Callable[[str], None]) -> None:
         interval = self._cfg.ack_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            await self._flush_acks(client)
+            if not await self._flush_acks(client, went_down):
+                return
 
-    async def _flush_acks(self, client: aiomqtt.Client) -> None:
+    async def _flush_acks(self, client: aiomqtt.Client, went_down: Callable[[str], None]) -> bool:
+        """Publish the changed watermarks; False (and the connection marked down) when that fails."""
         devices = self.acks.take_dirty()
         if not devices:
-            return
+            return True
+        why = ""
         try:
             async with asyncio.TaskGroup() as tg:
                 for d in devices:
@@ -395,10 +429,21 @@ class MqttSource:
                             ack_topic(d), self.acks.payload(d), qos=1, retain=True, timeout=self._cfg.connect_timeout_s
                         )
                     )
-        except* (aiomqtt.MqttError, TimeoutError):
+        except* (aiomqtt.MqttError, TimeoutError) as group:
+            why = f"could not publish ack watermarks: {group.exceptions[0] or type(group.exceptions[0]).__name__}"
+        if why:
             self.acks.dirty.update(devices)  # published again on the next round / connection
-            raise aiomqtt.MqttError("could not publish ack watermarks") from None
+            went_down(why)
+            return False
         self._metrics.mqtt_acks_published.inc(len(devices))
+        return True
+
+
+def _reason(f: asyncio.Future[None]) -> str:
+    if f.cancelled():
+        return "disconnected"
+    exc = f.exception()
+    return str(exc) if exc else "disconnected"
 
 
 def _counter(v: float | None) -> int | None:
