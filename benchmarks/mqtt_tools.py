@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 
-from firmware_sim.senml import Header, ecg_records, encode, frame_records  # noqa: E402
+from firmware_sim.senml import JSON, Header, ecg_records, encode, frame_records  # noqa: E402
 
 TOPIC_FILTER = "ds4h/v1/devices/+/readings"
 WINDOW = 10_000
@@ -45,6 +45,25 @@ def payloads(messages: int, devices: int, ecg_samples: int, boot: str) -> list[t
         m = ecg_records(wave, 250) if wave is not None else [{"n": "heart-rate", "u": "1/s", "v": 1.2}]
         pack = frame_records(d, Header(boot, seq, seq), T0 + seq * step, m)
         out.append((f"ds4h/v1/devices/{d}/readings", encode(pack)))
+    return out
+
+
+def write_lines(out_dir: Path, messages: int, devices: int, ecg_samples: int, boot: str) -> list[tuple[str, Path]]:
+    """One file per device of JSON SenML frames, one per line: input for ``mosquitto_pub -l`` (a C publisher)."""
+    ids = device_ids(devices)
+    wave = (np.sin(np.arange(ecg_samples) / 5) * 800).astype(np.int32) if ecg_samples else None
+    step = max(1.0, ecg_samples / 250)
+    files: dict[str, list[bytes]] = {d: [] for d in ids}
+    for i in range(messages):
+        d = ids[i % devices]
+        seq = i // devices
+        m = ecg_records(wave, 250) if wave is not None else [{"n": "heart-rate", "u": "1/s", "v": 1.2}]
+        files[d].append(encode(frame_records(d, Header(boot, seq, seq), T0 + seq * step, m), JSON))
+    out = []
+    for d, lines in files.items():
+        path = out_dir / f"{d}-{boot}.senml.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        out.append((f"ds4h/v1/devices/{d}/readings", path))
     return out
 
 
@@ -80,9 +99,15 @@ def publish(port: int, messages: int, devices: int, ecg_samples: int, boot: str)
 
 
 async def bare(port: int, messages: int, client_id: str, session_only: bool, idle_s: float) -> dict[str, float]:
-    """Receive-only, acks on receipt (aiomqtt's default): the client library's own ceiling."""
+    """Receive-only, acks on receipt (aiomqtt's default), plain ``async for``: the client library's ceiling.
+
+    Prints ``subscribed`` on its own line once subscribed (the live benchmark starts publishing then).
+    Times are wall-clock (``time.time()``) so the benchmark can compare them with the publishers' start.
+    """
     import aiomqtt
 
+    n = 0
+    first = last = 0.0
     async with aiomqtt.Client(
         "127.0.0.1",
         port,
@@ -91,27 +116,38 @@ async def bare(port: int, messages: int, client_id: str, session_only: bool, idl
         clean_start=False,
         properties=_session_props(),
     ) as c:
-        connected = time.perf_counter()
+        connected = time.time()
         await c.subscribe(TOPIC_FILTER, qos=1)
         if session_only:
             return {"received": 0}
-        n = 0
-        first = last = 0.0
+        print("subscribed", flush=True)
+
+        async def count() -> None:
+            nonlocal n, first, last
+            async for _ in c.messages:
+                n += 1
+                if n == 1:
+                    first = time.time()
+                if n >= messages:
+                    last = time.time()
+                    return
+
+        async def watchdog(task: asyncio.Task[None]) -> None:
+            seen = -1
+            while not task.done():
+                await asyncio.sleep(idle_s)
+                if n == seen and n > 0:
+                    task.cancel()
+                seen = n
+
+        task = asyncio.create_task(count())
+        dog = asyncio.create_task(watchdog(task))
         try:
-            async with asyncio.timeout(600):
-                it = c.messages.__aiter__()
-                while n < messages:
-                    try:
-                        await asyncio.wait_for(it.__anext__(), timeout=idle_s)
-                    except TimeoutError:
-                        break
-                    n += 1
-                    last = time.perf_counter()
-                    if n == 1:
-                        first = last
-        except TimeoutError:
-            pass
-    return {"received": n, "seconds": last - connected if n else 0.0, "first_after_s": first - connected}
+            await asyncio.wait_for(task, timeout=600)
+        except (TimeoutError, asyncio.CancelledError):
+            last = last or time.time()
+        dog.cancel()
+    return {"received": n, "connected": connected, "first": first, "last": last}
 
 
 def _session_props() -> object:

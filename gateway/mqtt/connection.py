@@ -1,9 +1,10 @@
 """Building the gateway's MQTT client: TLS context, persistent session, protocol version.
 
 The gateway acknowledges a QoS 1 message only after its batch is committed. aiomqtt acks on receipt;
-the paho client inside it supports manual acks. Three private attributes of aiomqtt 2.5.1 are used
-(``_client``, ``_disconnected``; paho's ``on_message`` replaced): aiomqtt is pinned in pyproject.toml
-and ``tests/test_mqtt_conformance.py`` fails loudly if a new version changes them (field-notes.md).
+the paho client inside it supports manual acks. Private attributes of aiomqtt 2.5.1 are used
+(``_client``, ``_disconnected``; paho's ``on_message`` replaced) and, for batched reads, paho 2.x's
+``_sock_recv``/``_packet_read``/``_loop_rc_handle``: aiomqtt and paho are pinned in pyproject.toml and
+``tests/test_mqtt_conformance.py`` fails loudly if a new version changes them (field-notes.md).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def build_client(
     protocol: aiomqtt.ProtocolVersion,
     tls: ssl.SSLContext | None,
     on_message: OnMessage,
+    *,
+    batched_reads: bool = True,
 ) -> aiomqtt.Client:
     """A client with a persistent session and manual acknowledgements; messages go to ``on_message``."""
     props: Properties | None = None
@@ -90,7 +93,66 @@ def build_client(
     inner = paho_client(client)
     inner.manual_ack_set(True)
     inner.on_message = on_message
+    if batched_reads:
+        batch_reads(client, asyncio.get_running_loop())
     return client
+
+
+READ_CHUNK = 64 * 1024
+MAX_PACKETS_PER_WAKEUP = 1000
+
+
+def batch_reads(client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
+    """Read many packets per wake-up from a 64 KiB buffer (paho reads one packet per call, and the header
+    byte by byte with one ``recv`` each): the receive path's main cost at tens of thousands of messages/s.
+
+    Replaces the socket reader aiomqtt registers; uses paho's private ``_sock_recv``, ``_packet_read``
+    and ``_loop_rc_handle`` (checked by tests/test_mqtt_conformance.py).
+    """
+    inner = paho_client(client)
+    buf = bytearray()
+    raw_recv = inner._sock_recv  # noqa: SLF001 — pinned paho/aiomqtt, see module docstring
+
+    def recv(n: int) -> bytes:
+        if not buf:
+            data = raw_recv(READ_CHUNK)  # BlockingIOError when the socket (and TLS) has nothing
+            if not data:
+                return data  # EOF
+            buf.extend(data)
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+
+    def on_readable() -> None:
+        try:
+            for _ in range(MAX_PACKETS_PER_WAKEUP):
+                rc = inner._packet_read()  # noqa: SLF001
+                if rc == paho.MQTT_ERR_AGAIN:
+                    return
+                if rc != paho.MQTT_ERR_SUCCESS:
+                    inner._loop_rc_handle(rc)  # noqa: SLF001
+                    return
+            if buf:  # more is buffered but the socket may not wake us: come back next iteration
+                loop.call_soon(on_readable)
+        except Exception as exc:  # as aiomqtt's own reader does: the connection is broken
+            lost = disconnected(client)
+            if not lost.done():
+                lost.set_exception(exc)
+
+    def swap_reader(fd: int) -> None:
+        loop.remove_reader(fd)
+        loop.add_reader(fd, on_readable)
+
+    aiomqtt_open = inner.on_socket_open
+
+    def on_socket_open(c: paho.Client, userdata: Any, sock: Any) -> None:
+        buf.clear()
+        if aiomqtt_open is not None:
+            aiomqtt_open(c, userdata, sock)  # schedules aiomqtt's reader (from the connect thread) …
+        loop.call_soon_threadsafe(swap_reader, sock.fileno())  # … which this replaces right after
+
+    inner._sock_recv = recv  # type: ignore[method-assign,assignment]  # noqa: SLF001
+    inner.on_socket_open = on_socket_open
 
 
 def paho_client(client: aiomqtt.Client) -> paho.Client:
