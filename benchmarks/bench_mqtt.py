@@ -58,11 +58,27 @@ def publishers(broker: Mosquitto, files: list[tuple[str, Path]]) -> list[subproc
             procs.append(
                 subprocess.Popen(
                     [
-                        exe, "-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", "1", "-M", "1000",
-                        "-t", topic, "-D", "publish", "content-type", "application/senml+json", "-l",
+                        exe,
+                        "-h",
+                        broker.host,
+                        "-p",
+                        str(broker.port),
+                        "-V",
+                        "mqttv5",
+                        "-q",
+                        "1",
+                        "-M",
+                        "1000",
+                        "-t",
+                        topic,
+                        "-D",
+                        "publish",
+                        "content-type",
+                        "application/senml+json",
+                        "-l",
                     ],
                     stdin=f,
-                )  # fmt: skip
+                )
             )
     return procs
 
@@ -142,9 +158,7 @@ def rate(n: float, seconds: float | None) -> float | None:
     return round(n / seconds, 1) if seconds else None
 
 
-def workload(
-    broker: Mosquitto, tmp: Path, n: int, ecg_samples: int, tag: str, profile: Path | None
-) -> dict[str, Any]:
+def workload(broker: Mosquitto, tmp: Path, n: int, ecg_samples: int, tag: str, profile: Path | None) -> dict[str, Any]:
     per_msg = max(1, ecg_samples)
     alone = run_publishers_alone(broker, write_lines(tmp, n, DEVICES, ecg_samples, f"{tag}0"))
     bare = run_bare(broker, write_lines(tmp, n, DEVICES, ecg_samples, f"{tag}1"), n, f"{tag}1")

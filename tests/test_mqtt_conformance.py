@@ -35,6 +35,14 @@ async def test_private_attributes_exist(mosquitto: Mosquitto) -> None:
         assert not disconnected(client).done()
 
 
+def test_paho_private_read_path_exists() -> None:
+    """gateway.mqtt.connection.batch_reads drives paho's reader itself."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    for name in ("_sock_recv", "_packet_read", "_loop_rc_handle"):
+        assert callable(getattr(c, name)), name
+    assert paho.MQTT_ERR_AGAIN != paho.MQTT_ERR_SUCCESS
+
+
 async def _collect(cfg: MqttSection, protocol: aiomqtt.ProtocolVersion, ack: bool, wait_s: float) -> list[bytes]:
     """Connect with the gateway's settings, collect messages for ``wait_s``, ack them or not."""
     got: list[tuple[int, bytes]] = []

@@ -111,7 +111,7 @@ def batch_reads(client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None
     """
     inner = paho_client(client)
     buf = bytearray()
-    raw_recv = inner._sock_recv  # noqa: SLF001 — pinned paho/aiomqtt, see module docstring
+    raw_recv = inner._sock_recv  # private: pinned paho/aiomqtt, see module docstring
 
     def recv(n: int) -> bytes:
         if not buf:
@@ -126,11 +126,11 @@ def batch_reads(client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None
     def on_readable() -> None:
         try:
             for _ in range(MAX_PACKETS_PER_WAKEUP):
-                rc = inner._packet_read()  # noqa: SLF001
+                rc = inner._packet_read()
                 if rc == paho.MQTT_ERR_AGAIN:
                     return
                 if rc != paho.MQTT_ERR_SUCCESS:
-                    inner._loop_rc_handle(rc)  # noqa: SLF001
+                    inner._loop_rc_handle(rc)
                     return
             if buf:  # more is buffered but the socket may not wake us: come back next iteration
                 loop.call_soon(on_readable)
@@ -151,7 +151,7 @@ def batch_reads(client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None
             aiomqtt_open(c, userdata, sock)  # schedules aiomqtt's reader (from the connect thread) …
         loop.call_soon_threadsafe(swap_reader, sock.fileno())  # … which this replaces right after
 
-    inner._sock_recv = recv  # type: ignore[method-assign,assignment]  # noqa: SLF001
+    inner._sock_recv = recv  # type: ignore[method-assign,assignment]
     inner.on_socket_open = on_socket_open
 
 
