@@ -38,7 +38,7 @@ class AckTracker:
             boots = self._devices[device_id] = {}
         b = boots.get(boot)
         if b is None:
-            b = boots[boot] = _Boot()
+            b = boots[boot] = _Boot(last_seen=now)
             self._trim(boots, now)
         b.last_seen = now
         before = b.watermark
@@ -59,11 +59,15 @@ class AckTracker:
             self.dirty.add(device_id)
 
     def _trim(self, boots: dict[str, _Boot], now: float) -> None:
-        for k in [k for k, b in boots.items() if b.last_seen and now - b.last_seen > self._ttl]:
+        for k in [k for k, b in boots.items() if now - b.last_seen > self._ttl]:
             del boots[k]
         while len(boots) > self._max_boots:
             oldest = min(boots, key=lambda k: boots[k].last_seen)
             del boots[oldest]
+
+    def devices(self) -> list[str]:
+        """Devices with at least one boot tracked."""
+        return list(self._devices)
 
     def watermarks(self, device_id: str) -> dict[str, int]:
         """Boot id → watermark, for boots with at least one settled frame."""

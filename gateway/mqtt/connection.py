@@ -156,11 +156,11 @@ def batch_reads(client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None
 
 
 def paho_client(client: aiomqtt.Client) -> paho.Client:
-    inner: paho.Client = client._client
+    inner: paho.Client = client._client  # private: pinned aiomqtt, see module docstring
     return inner
 
 
 def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
     """Resolves (or fails) when the connection is lost."""
-    fut: asyncio.Future[None] = client._disconnected
+    fut: asyncio.Future[None] = client._disconnected  # private: pinned aiomqtt
     return fut

@@ -165,7 +165,7 @@ class MqttSource:
                     retain=True,
                     timeout=self._cfg.connect_timeout_s,
                 )
-                self.acks.dirty.update(self.acks_known())  # re-announce watermarks after a reconnect
+                self.acks.dirty.update(self.acks.devices())  # re-announce watermarks after a reconnect
                 self.connected.set()
                 self.connected_since_ns = time.time_ns()
                 self.last_error = None
@@ -189,9 +189,6 @@ class MqttSource:
                 self._metrics.mqtt_connected.set(0)
         if lost.done() and not lost.cancelled():
             lost.exception()  # retrieved: the reason was logged by the caller
-
-    def acks_known(self) -> list[str]:
-        return list(self.acks._devices)
 
     async def _serve(self, client: aiomqtt.Client, lost: asyncio.Future[None]) -> None:
         """Hand messages to chunk tasks until the connection is down or the source stops.
