@@ -515,21 +515,21 @@ def _check_unknown(rec: dict[Any, Any], known: frozenset[Hashable], i: int) -> N
             )
 
 
-_B64URL: Final = str.maketrans("-_", "+/")
-_B64_STD_ONLY: Final = frozenset("+/")
+_B64URL: Final = bytes.maketrans(b"-_", b"+/")
 
 
 def _base64url(x: Any, i: int) -> bytes:
     """JSON ``vd``: base64url, without padding (correct padding is tolerated)."""
     if type(x) is not str:
         raise _wrong_type(i, "vd", "a base64url string", x)
-    if not _B64_STD_ONLY.isdisjoint(x):
+    if "+" in x or "/" in x:
         raise PayloadError(f"{_where(i, 'vd')} must be base64url ('-' and '_', not '+' and '/')")
-    if "=" not in x:
-        x = x + "=" * (-len(x) % 4)
     try:
-        return binascii.a2b_base64(x.translate(_B64URL), strict_mode=True)
-    except (binascii.Error, ValueError):
+        raw = x.encode("ascii")
+        if b"=" not in raw:
+            raw += b"=" * (-len(raw) % 4)
+        return binascii.a2b_base64(raw.translate(_B64URL), strict_mode=True)
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raise PayloadError(f"{_where(i, 'vd')} is not valid base64url") from None
 
 
