@@ -5,7 +5,8 @@ For each workload (single-reading frames; ECG frames of 250 samples) fast C publ
 takes everything:
 
 - **publishers alone**: nobody subscribed — the broker + publisher ceiling on this machine;
-- **bare**: a receive-only aiomqtt subscriber (acks on receipt, keeps nothing): the client library's ceiling;
+- **bare**: a receive-only aiomqtt subscriber (acks on receipt, keeps nothing): the client library's ceiling
+  (also shown: the same with paho alone on its own network thread, ``bare_paho``);
 - **gateway**: ``ds4h-gateway run`` (its own process) decodes each SenML frame, commits it to the outbox
   (signed, synchronous=FULL), then sends the PUBACK and the device ack watermark.
 
@@ -96,10 +97,12 @@ def run_publishers_alone(broker: Mosquitto, files: list[tuple[str, Path]]) -> fl
     return end - t0
 
 
-def run_bare(broker: Mosquitto, files: list[tuple[str, Path]], messages: int, boot: str) -> dict[str, Any]:
+def run_bare(
+    broker: Mosquitto, files: list[tuple[str, Path]], messages: int, boot: str, *, paho: bool = False
+) -> dict[str, Any]:
     bare = subprocess.Popen(
         [sys.executable, str(TOOLS), "bare", "--port", str(broker.port), "--client-id", f"bare-{boot}",
-         "--messages", str(messages), "--idle", "10"],
+         "--messages", str(messages), "--idle", "10", *(["--paho"] if paho else [])],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert bare.stdout is not None
@@ -163,12 +166,14 @@ def workload(broker: Mosquitto, tmp: Path, n: int, ecg_samples: int, tag: str, p
     alone = run_publishers_alone(broker, write_lines(tmp, n, DEVICES, ecg_samples, f"{tag}0"))
     bare = run_bare(broker, write_lines(tmp, n, DEVICES, ecg_samples, f"{tag}1"), n, f"{tag}1")
     gw = run_gateway(broker, write_lines(tmp, n, DEVICES, ecg_samples, f"{tag}2"), n, f"{tag}2", profile)
+    bp = run_bare(broker, write_lines(tmp, n, DEVICES, ecg_samples, f"{tag}3"), n, f"{tag}3", paho=True)
     b, g = rate(bare["received"], bare["seconds"]), rate(gw["committed"], gw["seconds"])
     return {
         "messages": n,
         "publishers_alone_msgs_per_s": rate(n, alone),
         "bare_msgs_per_s": b,
         "bare_received": bare["received"],
+        "bare_paho_msgs_per_s": rate(bp["received"], bp["seconds"]),
         "gateway_msgs_per_s": g,
         "gateway_committed": gw["committed"],
         "gateway_points_per_s": rate(gw["readings_committed"], gw["seconds"]),

@@ -22,6 +22,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
 
 from firmware_sim.senml import JSON, Header, ecg_records, encode, frame_records  # noqa: E402
 
@@ -80,7 +83,7 @@ def publish(port: int, messages: int, devices: int, ecg_samples: int, boot: str)
         if acked == messages:
             done.set()
 
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{boot}", protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{boot}", protocol=paho.MQTTv5)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.on_publish = on_publish
@@ -150,11 +153,43 @@ async def bare(port: int, messages: int, client_id: str, session_only: bool, idl
     return {"received": n, "connected": connected, "first": first, "last": last}
 
 
-def _session_props() -> object:
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
+def bare_paho(port: int, messages: int, client_id: str, idle_s: float) -> dict[str, float]:
+    """Receive-only paho on its own network thread (``loop_start``), acks on receipt: paho's own ceiling."""
+    n = 0
+    first = last = 0.0
+    done = threading.Event()
 
-    p = Properties(PacketTypes.CONNECT)
+    def on_message(_c: paho.Client, _u: object, _m: paho.MQTTMessage) -> None:
+        nonlocal n, first, last
+        n += 1
+        last = time.time()
+        if n == 1:
+            first = last
+        if n >= messages:
+            done.set()
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    c.on_message = on_message
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    subscribed = threading.Event()
+    c.on_subscribe = lambda *_: subscribed.set()
+    c.subscribe(TOPIC_FILTER, qos=1)
+    if not subscribed.wait(10):
+        raise SystemExit("bare paho: no SUBACK")
+    print("subscribed", flush=True)
+    seen = -1
+    while not done.wait(idle_s):
+        if n == seen and n > 0:
+            break
+        seen = n
+    c.disconnect()
+    c.loop_stop()
+    return {"received": n, "first": first, "last": last}
+
+
+def _session_props() -> Properties:
+    p = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     p.SessionExpiryInterval = 3600
     p.ReceiveMaximum = 2000
     return p
@@ -176,13 +211,16 @@ def main() -> int:
     b.add_argument("--session-only", action="store_true")
     b.add_argument("--idle", type=float, default=10.0, help="stop after this many seconds without a message")
     b.add_argument("--uvloop", action="store_true")
+    b.add_argument("--paho", action="store_true", help="paho on its own thread instead of aiomqtt")
     args = ap.parse_args()
     if args.cmd == "publish":
         out = publish(args.port, args.messages, args.devices, args.ecg_samples, args.boot)
+    elif args.paho:
+        out = bare_paho(args.port, args.messages, args.client_id, args.idle)
     else:
         coro = bare(args.port, args.messages, args.client_id, args.session_only, args.idle)
         if args.uvloop:
-            import uvloop  # type: ignore[import-not-found]
+            import uvloop
 
             out = uvloop.run(coro)
         else:
