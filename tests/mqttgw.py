@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import cbor2
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_sim.senml import CBOR, JSON, encode
 from gateway.outbox.store import OutboxStore, open_outbox
 from gateway.pipeline import Gateway
 from tests.services import Mosquitto
@@ -30,28 +29,12 @@ def hr_frame(
     ]
 
 
-_CBOR_KEYS = {
-    "bver": -1,
-    "bn": -2,
-    "bt": -3,
-    "bu": -4,
-    "bv": -5,
-    "n": 0,
-    "u": 1,
-    "v": 2,
-    "vs": 3,
-    "vb": 4,
-    "t": 6,
-    "vd": 8,
-}
-
-
 def cbor_pack(records: list[dict[str, Any]]) -> bytes:
-    return cbor2.dumps([{_CBOR_KEYS.get(k, k): v for k, v in r.items()} for r in records])
+    return encode(records, CBOR)
 
 
 def json_pack(records: list[dict[str, Any]]) -> bytes:
-    return json.dumps(records).encode()
+    return encode(records, JSON)
 
 
 def props(content_type: str | None) -> Properties | None:

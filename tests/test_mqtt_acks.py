@@ -41,3 +41,26 @@ def test_payload_lists_recent_boots_first_and_drops_old_ones() -> None:
     t.settle("d", "later", 0, None, 500.0)  # 'mid' and 'new' are past the TTL
     assert cbor2.loads(t.payload("d")) == [{"boot": "later", "seq": 0}]
     assert t.devices() == ["d"]
+
+
+def test_read_header_of_a_rejected_frame() -> None:
+    import json
+
+    from drivers.senml.profile import read_header
+
+    bad_unit = [
+        {"bn": "urn:dev:ds4h:d1:", "n": "boot", "vs": "b7"},
+        {"n": "seq", "v": 12},
+        {"n": "unacked", "v": 10},
+        {"n": "heart-rate", "u": "Pa", "v": 1.2},
+    ]
+    assert read_header(json.dumps(bad_unit).encode(), "application/senml+json") == ("b7", 12, 10)
+    assert read_header(b"\xff\x00 garbage", None) is None
+    assert read_header(json.dumps([{"n": "boot", "vs": "bad id!"}, {"n": "seq", "v": 1}]).encode(), None) is None
+
+
+@given(st.binary(max_size=300))
+def test_read_header_never_raises(data: bytes) -> None:
+    from drivers.senml.profile import read_header
+
+    read_header(data, None)

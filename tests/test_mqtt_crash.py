@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.mqtt_site import MqttSite
-from tests.services import free_port, http_get, http_ok
+from tests.services import free_port, http_get
+from tests.test_crash import start_gateway
 
 KILLS = 10
 DEVICES = [f"flood-{i}" for i in range(4)]
@@ -48,19 +49,6 @@ def write_config(tmp: Path, site: MqttSite, port: int) -> Path:
     path = tmp / "gateway.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def start_gateway(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)], stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 30
-    while not http_ok(f"http://127.0.0.1:{port}/healthz"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"gateway did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-    return proc
 
 
 def start_publishers(site: MqttSite, acks: Path, log: Path) -> list[subprocess.Popen[bytes]]:

@@ -93,6 +93,33 @@ def decode_frame(
     return frame_from_records(records, device_id, received_ns, gateway_synced=gateway_synced, max_ahead_s=max_ahead_s)
 
 
+def read_header(payload: bytes, content_type: str | None) -> tuple[str, int, int | None] | None:
+    """(boot, seq, unacked) of a frame the profile rejected, when they can still be read; else None.
+
+    Lenient on purpose: a source uses it to settle a quarantined frame in the device's ack watermark, so
+    a poison frame does not stall it. Values that break the header rules are ignored.
+    """
+    try:
+        records = decode_pack(payload, content_type)
+    except PayloadError:
+        return None
+    boot: str | None = None
+    seq: int | None = None
+    unacked: int | None = None
+    for r in records:
+        local = r.name.rsplit(":", 1)[-1]
+        if local == "boot" and r.string is not None and _BOOT_RE.fullmatch(r.string):
+            boot = r.string
+        elif local in ("seq", "unacked") and r.value is not None:
+            v = r.value
+            if float(v).is_integer() and 0 <= v <= _COUNTER_MAX:
+                if local == "seq":
+                    seq = int(v)
+                else:
+                    unacked = int(v)
+    return None if boot is None or seq is None else (boot, seq, unacked)
+
+
 def frame_from_records(
     records: Sequence[SenmlRecord],
     device_id: str,

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,13 +25,12 @@ import cbor2
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 
-from drivers.senml.codec import decode_pack
-from drivers.senml.profile import Frame, decode_frame
+from drivers.senml.profile import Frame, decode_frame, read_header
 from gateway.backoff import backoff_delay
 from gateway.clock import ClockMonitor
 from gateway.config import MqttSection
 from gateway.devices import DeviceRegistry
-from gateway.errors import BackpressureError, GatewayError, OutboxError, PayloadError, ShuttingDownError
+from gateway.errors import BackpressureError, OutboxError, PayloadError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, SourceKey, TimeQuality
 from gateway.mqtt.acks import AckTracker
@@ -57,7 +55,6 @@ CHUNK_BYTES = 256 * 1024
 """…and about this much payload (ECG frames: one commit stays a few tens of thousands of samples)."""
 MAX_CHUNKS_IN_FLIGHT = 4
 _UNCORRECTED = int(TimeQuality.DEVICE_UNCORRECTED)
-_BOOT_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 CONNACK 'unacceptable protocol version', v5 0x84
 
 
@@ -286,7 +283,7 @@ class MqttSource:
                 outcome = QuarantineRecord.of("decoder_error", type(e).__name__, device_id, m.payload)
             if isinstance(outcome, QuarantineRecord):
                 quarantined.append(outcome)
-                hdr = _lenient_header(m.payload, m.content_type)
+                hdr = read_header(m.payload, m.content_type)
                 if hdr is not None:
                     q_settle.append(_Settle(device_id, *hdr))
                 continue
@@ -441,31 +438,3 @@ def _reason(f: asyncio.Future[None]) -> str:
         return "disconnected"
     exc = f.exception()
     return str(exc) if exc else "disconnected"
-
-
-def _counter(v: float | None) -> int | None:
-    if v is None or not float(v).is_integer() or not 0 <= v < 2**63:
-        return None
-    return int(v)
-
-
-def _lenient_header(payload: bytes, content_type: str | None) -> tuple[str, int, int | None] | None:
-    """(boot, seq, unacked) of a rejected frame, when it can still be read: so a poison frame is settled."""
-    try:
-        records = decode_pack(payload, content_type)
-    except GatewayError:
-        return None
-    boot: str | None = None
-    seq: int | None = None
-    unacked: int | None = None
-    for r in records:
-        local = r.name.rsplit(":", 1)[-1]
-        if local == "boot" and isinstance(r.string, str):
-            boot = r.string
-        elif local == "seq":
-            seq = _counter(r.value)
-        elif local == "unacked":
-            unacked = _counter(r.value)
-    if boot is None or seq is None or not _BOOT_RE.fullmatch(boot):
-        return None
-    return boot, seq, unacked
