@@ -7,7 +7,9 @@ Commands:
 - ``ds4h-sim http --url URL --token-file FILE ...`` — run the fleet in real time and post its batches
   until ``--duration``, Ctrl-C or SIGTERM; then flush (bounded) and print a JSON summary;
 - ``ds4h-sim flood --url URL --token-file FILE --batches N --readings-per-batch K ...`` — send N
-  synthetic batches as fast as the gateway takes them and print a JSON summary.
+  synthetic batches as fast as the gateway takes them and print a JSON summary;
+- ``ds4h-sim ble --hub HOST:PORT --heart-rate N --glucose-meters N ...`` — simulated BLE peripherals
+  attached to a hub's virtual radio (see ``docs/simulator-ble.md``).
 
 Exit status: 0 when every batch was acknowledged, 1 when some were left unacknowledged or the client
 failed (e.g. 401), 2 on usage errors. The summary (one JSON line) goes to stdout, logs to stderr.
@@ -192,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle-timeout", type=float, default=60.0, help="seconds to wait for the last acks")
     p.add_argument("--ack-log", type=Path, help="append each acknowledged source key (device/boot/seq) here")
     p.add_argument("--seed", type=int, default=1, help="physiology seed (default: 1)")
+
+    from firmware_sim.ble.cli import add_parser as add_ble_parser
+
+    add_ble_parser(sub)
     return parser
 
 
@@ -460,6 +466,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_flood(args))
         if args.command == "mqtt":
             return run_mqtt(args)
+        if args.command == "ble":
+            from firmware_sim.ble.cli import run as run_ble
+
+            return asyncio.run(run_ble(args))
     except BrokenPipeError:  # stdout closed early (e.g. piped into `head`)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -214,6 +214,16 @@ def cmd_provenance_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    from drivers.catalog import CLOCK_NOTE, decode, parse_hex
+
+    entries = decode(args.char, parse_hex(args.hex))
+    _print(entries)
+    if any(e.get("time") for e in entries):
+        print(f"note: {CLOCK_NOTE}", file=sys.stderr)
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -319,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--first", type=int, default=1, help="first envelope number")
     exp.add_argument("--last", type=int, help="last envelope number")
     exp.set_defaults(func=cmd_provenance_export)
+
+    dec = sub.add_parser(
+        "decode",
+        help="decode one BLE notification to readings (JSON)",
+        description="Decode one notification/indication/read value of a BLE characteristic with the gateway's "
+        "own codecs and print its readings as JSON. Device time stamps are shown as sent (no clock correction, "
+        "UTC offset 0).",
+    )
+    dec.add_argument("char", help="characteristic UUID: 16-bit like 2a37 or 0x2A37, or a full 128-bit UUID")
+    dec.add_argument("hex", nargs="+", help="the value in hex; may be split over several arguments")
+    dec.set_defaults(func=cmd_decode)
 
     from gateway.cli_pki import add_pki_commands  # here, not at the top: gateway.cli_pki imports this module
 

@@ -200,7 +200,49 @@ class MqttSection(_Section):
 
 
 class BleSection(_Section):
-    """Filled by the BLE issue."""
+    """The BLE source: scanning, connection slots, reconnects and pairing policy (docs/ble.md)."""
+
+    enabled: bool = False
+    """Scan for and connect to the registered BLE devices. Off by default."""
+    backend: Literal["bluez", "bumble"] = "bluez"
+    """``bluez``: bleak on the host's BlueZ (production). ``bumble``: bleak on Google's bumble stack over
+    ``bumble_transport`` (a virtual radio for tests and the demo, or a USB dongle without BlueZ)."""
+    adapter: str = "hci0"
+    """BlueZ adapter (``bluez`` backend)."""
+    bumble_transport: str | None = None
+    """bumble transport spec (``bumble`` backend), e.g. ``tcp-client:127.0.0.1:7654`` or ``usb:0``."""
+    max_connections: Annotated[int, Field(ge=1, le=64)] = 5
+    """Simultaneous connections (BlueZ adapters handle only a handful well)."""
+    store_slots: Annotated[int, Field(ge=0, le=64)] = 1
+    """Slots kept free of streaming devices for store-and-forward turns (glucose meters), when any are
+    registered and ``max_connections`` > 1."""
+    scan_mode: Literal["passive", "active"] = "passive"
+    """Passive unless a driver needs scan responses."""
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    gatt_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """Every read, write and control-point response is awaited at most this long."""
+    racp_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """A record transfer (RACP) with no progress for this long is aborted; what arrived is committed."""
+    store_turn_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Longest turn of a store-and-forward device before it yields its slot."""
+    store_interval_s: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    """A store-and-forward device gets a new turn at most this often after a complete one."""
+    reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    seen_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """A device not advertised for this long is considered out of range (no connect attempts)."""
+    min_key_size: Annotated[int, Field(ge=7, le=16)] = 16
+    """Pairing keys shorter than this are refused."""
+    secure_connections_only: bool = True
+    """Refuse legacy pairing (LE Secure Connections only)."""
+
+    @model_validator(mode="after")
+    def _checks(self) -> BleSection:
+        if self.backend == "bumble" and not self.bumble_transport:
+            raise ValueError("backend 'bumble' needs bumble_transport (e.g. tcp-client:127.0.0.1:7654)")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
 
 
 class ProvenanceSection(_Section):

@@ -4,6 +4,7 @@
 - ``GET /metrics`` — Prometheus metrics (no token; loopback only).
 - ``GET /api/v1/stats`` — counters, outbox depth per sink, dead letters, quarantine, disk (token).
 - ``POST /api/v1/ingest`` — the local ingest source, see docs/ingest.md (token).
+- ``POST /api/v1/ble/pair`` — open the BLE pairing window, body ``{"window_s": 120}`` (token; docs/ble.md).
 
 The bearer token lives in ``<state_dir>/control.token`` (0600); the URL of a running gateway in
 ``<state_dir>/control.json``.
@@ -41,12 +42,14 @@ class ControlServer:
         stats: Callable[[], dict[str, Any]],
         health: Callable[[], dict[str, Any]],
         max_body_bytes: int,
+        ble_pair: Callable[[float], dict[str, Any]] | None = None,
     ) -> None:
         self._token = token
         self._metrics = metrics
         self._ingest = ingest
         self._stats = stats
         self._health = health
+        self._ble_pair = ble_pair
         self._app = web.Application(client_max_size=max_body_bytes, middlewares=[self._auth])
         self._app.add_routes(
             [
@@ -54,6 +57,7 @@ class ControlServer:
                 web.get("/metrics", self.metrics),
                 web.get("/api/v1/stats", self.stats),
                 web.post("/api/v1/ingest", self.ingest),
+                web.post("/api/v1/ble/pair", self.ble_pair),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -118,6 +122,18 @@ class ControlServer:
         except OutboxError as e:
             return web.json_response({"error": f"not committed: {e}"}, status=503, headers={"Retry-After": "1"})
         return web.json_response({"results": [r.as_dict() for r in results]})
+
+    async def ble_pair(self, request: web.Request) -> web.Response:
+        if self._ble_pair is None:
+            return web.json_response({"error": "BLE is not enabled on this gateway ([ble] enabled)"}, status=409)
+        try:
+            body = json.loads(await request.read() or b"{}")
+            window = float(body.get("window_s", 120))
+        except (ValueError, TypeError, AttributeError) as e:
+            return web.json_response({"error": f'body must be {{"window_s": seconds}}: {e}'}, status=400)
+        if not 0 < window <= 3600:
+            return web.json_response({"error": "window_s must be in (0, 3600]"}, status=400)
+        return web.json_response(self._ble_pair(window))
 
     def _ingest_reject(self, reason: str, detail: str, body: bytes = b"") -> None:
         self._ingest.quarantine(QuarantineRecord.of(reason, detail, None, body))

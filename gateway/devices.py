@@ -45,6 +45,15 @@ MIGRATIONS = (
         updated_ns INTEGER NOT NULL
     )
     """,
+    """
+    CREATE TABLE driver_state (
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        PRIMARY KEY (device_id, key)
+    )
+    """,
 )
 
 
@@ -210,6 +219,23 @@ class DeviceRegistry:
             " DO UPDATE SET skew_ns = excluded.skew_ns, updated_ns = excluded.updated_ns",
             (device_id, skew_ns, time.time_ns()),
         )
+
+
+    def driver_state(self, device_id: str, key: str) -> str | None:
+        """A value a driver saved for ``device_id`` (e.g. the last committed RACP sequence number)."""
+        row = self._conn.execute(
+            "SELECT value FROM driver_state WHERE device_id = ? AND key = ?", (device_id, key)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_driver_state(self, device_id: str, key: str, value: str) -> None:
+        """Persist a driver's value durably (its own transaction, ``synchronous = FULL``)."""
+        with write_transaction(self._conn):
+            self._conn.execute(
+                "INSERT INTO driver_state (device_id, key, value, updated_ns) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value, updated_ns = excluded.updated_ns",
+                (device_id, key, value, time.time_ns()),
+            )
 
 
 def describe(devices: Iterable[Device]) -> list[dict[str, object]]:

@@ -85,3 +85,27 @@ class GatewayMetrics:
             "Committed messages whose PUBACK could not be sent (connection lost; the broker redelivers them)",
             registry=r,
         )
+        self.ble_connected = Gauge("ds4h_ble_connected", "BLE devices connected now", registry=r)
+        self.ble_connects = Counter("ds4h_ble_connects", "BLE connections established", registry=r)
+        self.ble_connect_failures = Counter(
+            "ds4h_ble_connect_failures",
+            "BLE connection attempts or sessions that failed, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.ble_disconnects = Counter("ds4h_ble_disconnects", "BLE connections lost or closed", registry=r)
+        self.ble_notifications = Counter(
+            "ds4h_ble_notifications", "BLE notifications and indications received, by driver", ["driver"], registry=r
+        )
+        self.ble_records = Counter(
+            "ds4h_ble_stored_records", "Stored records (RACP) committed from BLE devices", ["driver"], registry=r
+        )
+        self.ble_pairing = Counter(
+            "ds4h_ble_pairing",
+            "Pairing attempts by outcome (accepted, refused_window, refused_policy)",
+            ["outcome"],
+            registry=r,
+        )
+        self.ble_clock_drift = Gauge(
+            "ds4h_ble_clock_skew_seconds", "Gateway − device clock at the last connect", ["device"], registry=r
+        )

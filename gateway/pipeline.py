@@ -36,6 +36,7 @@ from gateway.sinks.local import LocalSink
 from gateway.state.files import ensure_state_dir, load_or_create_token
 
 if TYPE_CHECKING:
+    from gateway.ble.manager import BleSource
     from gateway.mqtt.source import MqttSource
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class Gateway:
                 PriorityRules(ob.priority_rules),
                 self.metrics,
             )
+        self.ble: BleSource | None = None
+        if config.ble.enabled:
+            self.ble = self._ble_source()
         self.local = LocalSink(self.state_dir, config.sinks.local.retention_days)
         lc = config.sinks.local
         self.sinks: list[tuple[Sink, int, int]] = [(self.local, lc.max_batches_per_write, lc.max_points_per_write)]
@@ -142,6 +146,7 @@ class Gateway:
             stats=self.stats,
             health=self.health,
             max_body_bytes=config.web.max_body_bytes,
+            ble_pair=self._ble_pair if self.ble is not None else None,
         )
         self._stats: dict[str, Any] = {}
         self._started_ns = time.time_ns()
@@ -149,6 +154,36 @@ class Gateway:
         self.ready = asyncio.Event()
         self._hk_stop = asyncio.Event()
         self.stop_requested = asyncio.Event()
+
+    def _ble_source(self) -> BleSource:
+        from drivers.sdk.registry import DriverRegistry
+        from gateway.ble.manager import BleSource
+        from gateway.ble.pairing import PairingPolicy
+        from gateway.ble.stack import make_stack
+
+        cfg = self.config.ble
+        pairing = PairingPolicy(
+            secure_connections_only=cfg.secure_connections_only,
+            min_key_size=cfg.min_key_size,
+            on_decision=lambda outcome: self.metrics.ble_pairing.labels(outcome=outcome).inc(),
+        )
+        drivers = DriverRegistry.from_entry_points()
+        log.info("BLE drivers: %s", ", ".join(drivers.names()) or "none")
+        return BleSource(
+            cfg,
+            make_stack(cfg, pairing, self.state_dir),
+            drivers,
+            self.registry,
+            self.committer,
+            self.clock,
+            self.metrics,
+            pairing,
+        )
+
+    def _ble_pair(self, window_s: float) -> dict[str, Any]:
+        assert self.ble is not None
+        self.ble.pairing.open_window(window_s)
+        return {"pairing_window_s": window_s}
 
     # --- views ---------------------------------------------------------------------------------
     def _sample(self, name: str, labels: dict[str, str] | None = None) -> float:
@@ -182,6 +217,7 @@ class Gateway:
             "counters": self.counters(),
             "sinks": {f.sink.name: {"last_error": f.last_error} for f in self.forwarders},
             **({"mqtt": self.mqtt_stats()} if self.mqtt is not None else {}),
+            **({"ble": self.ble.stats()} if self.ble is not None else {}),
             "devices": [
                 {"id": d.id, "kind": d.kind, "enabled": d.enabled, **activity.get(d.id, {})}
                 for d in self.registry.all()
@@ -226,6 +262,7 @@ class Gateway:
                 fwd = [tg.create_task(f.run(), name=f"forward-{f.sink.name}") for f in self.forwarders]
                 hk = tg.create_task(self._housekeeping(), name="housekeeping")
                 mqtt = tg.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
+                ble = tg.create_task(self.ble.run(), name="ble") if self.ble is not None else None
                 self.url = await self.control.start(self.config.web.host, self.config.web.port)
                 write_control_file(self.state_dir, self.url, os.getpid(), self.identity.did)
                 log.info("gateway %s up; control API at %s", self.identity.did, self.url)
@@ -235,6 +272,9 @@ class Gateway:
                 if self.mqtt is not None and mqtt is not None:
                     self.mqtt.stop()  # it acknowledges what it committed, then disconnects
                     await mqtt
+                if self.ble is not None and ble is not None:
+                    self.ble.stop()  # sessions stop streaming, commit what they hold, disconnect
+                    await ble
                 await self.committer.stop()
                 await committer
                 for f in self.forwarders:

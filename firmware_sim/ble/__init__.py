@@ -1,0 +1,1 @@
+"""Simulated BLE medical-device firmware (bumble GATT peripherals)."""
