@@ -224,6 +224,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ble(args: argparse.Namespace) -> int:
+    from gateway.control_client import control_call
+
+    answer = control_call(_state_dir(args), "POST", "/api/v1/ble/pair", {"window_s": args.window})
+    print(f"BLE pairing window open for {answer['pairing_window_s']:g} s (LE Secure Connections only)")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -287,6 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "disable":
             sp.add_argument("--note", help="why (shown in `devices list`)")
     dev.set_defaults(func=cmd_devices)
+
+    ble = sub.add_parser("ble", help="Bluetooth LE devices", description="Bluetooth LE tools (docs/ble.md).")
+    ble_sub = ble.add_subparsers(dest="ble_cmd", required=True, metavar="SUBCOMMAND")
+    pair = ble_sub.add_parser(
+        "pair",
+        help="open the pairing window on the running gateway",
+        description="Let devices pair (LE Secure Connections only) for --window seconds.",
+    )
+    _state_args(pair)
+    pair.add_argument("--window", type=float, default=120.0, help="seconds (default 120, at most 3600)")
+    ble.set_defaults(func=cmd_ble)
 
     ob = sub.add_parser("outbox", help="inspect the outbox", description="Inspect the outbox.")
     ob_sub = ob.add_subparsers(dest="outbox_cmd", required=True, metavar="SUBCOMMAND")

@@ -35,7 +35,13 @@ def device_id(ident: DeviceIdentity) -> str:
     return f"{ident.profile.value}-{ident.index}"
 
 
-def ble_config(state_dir: Path, hub: BleHub, peripherals: Sequence[SimPeripheral], **ble: Any) -> Config:
+def ble_config(
+    state_dir: Path,
+    hub: BleHub,
+    peripherals: Sequence[SimPeripheral],
+    sections: dict[str, Any] | None = None,
+    **ble: Any,
+) -> Config:
     devices = {
         device_id(p.identity): {
             "kind": KIND[p.identity.profile],
@@ -57,6 +63,7 @@ def ble_config(state_dir: Path, hub: BleHub, peripherals: Sequence[SimPeripheral
             "racp_timeout_s": 3.0,
             **ble,
         },
+        **(sections or {}),
     )
     return cfg.model_copy(update={"devices": {**cfg.devices, **parse_devices(devices)}})
 
@@ -79,9 +86,10 @@ async def radio(peripherals: Sequence[SimPeripheral]) -> AsyncIterator[tuple[Ble
 
 @contextlib.asynccontextmanager
 async def ble_gateway(
-    state_dir: Path, peripherals: Sequence[SimPeripheral], **ble: Any
+    state_dir: Path, peripherals: Sequence[SimPeripheral], sections: dict[str, Any] | None = None, **ble: Any
 ) -> AsyncIterator[tuple[Gateway, BleSimulation]]:
-    async with radio(peripherals) as (hub, sim), running(ble_config(state_dir, hub, peripherals, **ble)) as gw:
+    cfg = ble_config
+    async with radio(peripherals) as (hub, sim), running(cfg(state_dir, hub, peripherals, sections, **ble)) as gw:
         yield gw, sim
 
 

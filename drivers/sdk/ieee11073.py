@@ -57,10 +57,12 @@ class Number11073:
 
 
 def scaled(mantissa: int, exponent: int) -> float:
-    """``mantissa × 10**exponent`` rounded once (division by an exact power of ten)."""
+    """``mantissa × 10**exponent`` rounded once: int / int true division is correctly rounded, whereas
+    ``float(10**k)`` is itself inexact for k > 22 (FLOAT exponents reach −128)."""
     if exponent >= 0:
         return float(mantissa * 10**exponent)
-    return mantissa / float(10**-exponent)
+    divisor: int = 10**-exponent
+    return mantissa / divisor
 
 
 def decode_sfloat(raw: int) -> Number11073:

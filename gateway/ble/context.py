@@ -17,6 +17,8 @@ from gateway.outbox.committer import Committer, QuarantineRecord
 
 log = logging.getLogger(__name__)
 
+REJECT_LOG_INTERVAL_S = 10.0
+"""Per device and reason, at most one log line this often (every rejection is counted in the metrics)."""
 LIVE_KEEP = 256
 """Live-only values kept per device for display (never stored as results)."""
 
@@ -47,6 +49,7 @@ class DeviceContext:
         self._metrics = metrics
         self._live = live
         self._pending: set[asyncio.Task[None]] = set()
+        self._last_reject_log: dict[str, float] = {}
         self._log = logging.LoggerAdapter(logging.getLogger(f"gateway.ble.{driver}"), {"device": device_id})
 
     # --- SessionContext ------------------------------------------------------------------------
@@ -81,7 +84,10 @@ class DeviceContext:
     def reject(self, reason: str, detail: str, payload: bytes) -> None:
         self._metrics.ble_notifications.labels(driver=self._driver).inc()
         self._committer.quarantine(QuarantineRecord.of(reason, detail, self._device_id, payload))
-        self._log.warning("notification quarantined (%s): %s", reason, detail)
+        now = time.monotonic()
+        if now - self._last_reject_log.get(reason, -1e9) >= REJECT_LOG_INTERVAL_S:  # a noisy device must not flood
+            self._last_reject_log[reason] = now
+            self._log.warning("notification quarantined (%s): %s", reason, detail)
 
     def live(self, values: Sequence[object]) -> None:
         self._live.extend(values)

@@ -232,6 +232,8 @@ class BleSource:
         await asyncio.wait_for(client.connect(), timeout=self._cfg.connect_timeout_s + 1)
         self._metrics.ble_connects.inc()
         self._metrics.ble_connected.inc()
+        level = logging.DEBUG if slot.driver.kind is DriverKind.STORE else logging.INFO  # turns are frequent
+        log.log(level, "BLE device %s connected (%s)", slot.device_id, slot.driver.name)
         slot.connected_since_ns = time.time_ns()
         ctx: DeviceContext | None = None
         try:

@@ -52,15 +52,21 @@ class PmdStatus(enum.IntEnum):
     DISK_FULL = 14
 
 
-def pmd_settings(settings: Iterable[tuple[int, Sequence[int]]]) -> bytes:
-    """``{setting_type, count, u16 values…}`` as in a start request or a settings response."""
+_SETTING_FORMAT: dict[int, str] = {PmdSetting.CHANNELS: "B", PmdSetting.CONVERSION_FACTOR: "f"}
+"""Value format per setting type (§8): channels u8, conversion factor IEEE-754 float32, others u16."""
+
+
+def pmd_settings(settings: Iterable[tuple[int, Sequence[float]]]) -> bytes:
+    """``{setting_type, count, values…}`` as in a start request or a settings response."""
     out = bytearray()
     for setting, values in settings:
-        out += bytes([setting, len(values)]) + struct.pack(f"<{len(values)}H", *values)
+        fmt = _SETTING_FORMAT.get(setting, "H")
+        packed = [v if fmt == "f" else int(v) for v in values]
+        out += bytes([setting, len(values)]) + struct.pack(f"<{len(values)}{fmt}", *packed)
     return bytes(out)
 
 
-def pmd_start_request(measurement: int, settings: Iterable[tuple[int, Sequence[int]]]) -> bytes:
+def pmd_start_request(measurement: int, settings: Iterable[tuple[int, Sequence[float]]]) -> bytes:
     return bytes([PmdOp.START, measurement]) + pmd_settings(settings)
 
 
