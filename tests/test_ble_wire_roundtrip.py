@@ -45,7 +45,7 @@ from firmware_sim.ble.devices.ecg import ECG_RATE_HZ, SAMPLES_PER_FRAME, EcgStra
 from firmware_sim.ble.devices.glucose_meter import GlucoseMeter
 from firmware_sim.ble.devices.heart_rate import HeartRateStrap
 from firmware_sim.ble.devices.pulse_oximeter import PulseOximeter
-from firmware_sim.ble.identity import Profile, device_identity
+from firmware_sim.ble.identity import DeviceIdentity, Profile, device_identity
 from firmware_sim.ble.peripheral import SimPeripheral
 from firmware_sim.ble.wire import blood_pressure as sim_bp
 from firmware_sim.ble.wire import cgm as sim_cgm
@@ -865,7 +865,7 @@ def test_ecg_frame(when: dt.datetime, samples: list[int]) -> None:
     # waveform's last sample lands on the simulator's wall-clock instant (within rounding).
     w = gw_pmd_points.waveform(f, gw_pmd_points.PolarTimebase.device_utc())
     unix_ns = (when - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1) * 1000
-    assert abs(w.start_ns + (len(samples) - 1) * 1e9 / 130 - unix_ns) <= 2
+    assert abs(w.start_ns + round((len(samples) - 1) * 1e9 / 130) - unix_ns) <= 1
     assert w.samples.tolist() == samples
     entry = catalog.decode(normalize_uuid("fb005c82-02e7-f387-1cad-8acd2d8df0c8"), data)[0]
     assert entry["samples"] == samples
@@ -908,7 +908,7 @@ async def read_everything(device: SimPeripheral) -> dict[str, bytes]:
     return seen
 
 
-def ident(profile: Profile, index: int = 0) -> Any:
+def ident(profile: Profile, index: int = 0) -> DeviceIdentity:
     return device_identity(profile, index, 11)
 
 

@@ -14,6 +14,7 @@ Bonds are kept in ``<state_dir>/ble-bonds.json`` (mode 0600): they are keys.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
@@ -31,6 +32,19 @@ from gateway.ble.pairing import PairingPolicy
 log = logging.getLogger(__name__)
 
 BONDS_FILE = "ble-bonds.json"
+
+
+class PrivateJsonKeyStore(JsonKeyStore):
+    """bumble's JSON key store, but the file is written 0600 (bumble's temp file follows the umask)."""
+
+    async def save(self, db: dict[str, dict[str, dict[str, Any]]]) -> None:
+        temp = Path(self.filename).with_name(Path(self.filename).name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(db, out, sort_keys=True, indent=4)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, self.filename)
 
 
 def policy_session(policy: PairingPolicy) -> type[smp.Session]:
@@ -71,9 +85,13 @@ class BumbleStack:
         device = radio.device
         bonds = self._state_dir / BONDS_FILE
         fd = os.open(bonds, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        try:
+            if os.fstat(fd).st_size == 0:
+                os.write(fd, b"{}")  # bumble's key store cannot read an empty file
+        finally:
+            os.close(fd)
         os.chmod(bonds, 0o600)
-        device.keystore = JsonKeyStore(namespace=None, filename=str(bonds))
+        device.keystore = PrivateJsonKeyStore(namespace=None, filename=str(bonds))
         device.pairing_config_factory = lambda _connection: PairingConfig(sc=True, mitm=False, bonding=True)
         device.smp_manager.session_proxy = policy_session(self._pairing)
         device.on(Device.EVENT_CONNECTION, self._on_connection)
