@@ -264,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         "mutual TLS when installed, else an embedded MQTT 3.1.1 broker on loopback",
     )
     demo.add_argument(
+        "--ble-devices",
+        type=int,
+        default=1,
+        help="simulated BLE devices of each profile (heart rate, BP, oximeter, glucose meter, CGM, ECG) on a "
+        "virtual radio (default 1; 0: none)",
+    )
+    demo.add_argument(
         "--embedded-broker", action="store_true", help="use the embedded broker even when mosquitto is installed"
     )
     demo.set_defaults(func=cmd_demo)

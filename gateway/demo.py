@@ -26,6 +26,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from gateway.ble import demo_radio
+from gateway.ble.demo_radio import DemoRadio
 from gateway.config import Config, parse_config
 from gateway.errors import GatewayError
 from gateway.mqtt.demo_broker import DemoBroker
@@ -124,17 +126,28 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         broker = await start_broker(
             state_dir, dict.fromkeys(mqtt_ids, "cardiac_monitor"), prefer_mosquitto=not args.embedded_broker
         )
-    raw: dict[str, Any] = {
-        "gateway": {"name": "ds4h-demo", "state_dir": str(state_dir), "shutdown_flush_s": 10},
-        "devices": devices,
-        "web": {"port": args.port},
-    }
-    if broker is not None:
-        raw["mqtt"] = broker.mqtt_section()
-    config = parse_config(raw, "<demo defaults>")
+    radio: DemoRadio | None = None
     try:
+        if args.ble_devices > 0:
+            if demo_radio.available():
+                radio = await demo_radio.start(args.ble_devices)
+                devices.update(radio.devices)
+            else:
+                log.warning("BLE devices skipped: bumble is not installed (pip install 'ds4h-gateway[sim]')")
+        raw: dict[str, Any] = {
+            "gateway": {"name": "ds4h-demo", "state_dir": str(state_dir), "shutdown_flush_s": 10},
+            "devices": devices,
+            "web": {"port": args.port},
+        }
+        if broker is not None:
+            raw["mqtt"] = broker.mqtt_section()
+        if radio is not None:
+            raw["ble"] = radio.ble_section()
+        config = parse_config(raw, "<demo defaults>")
         return await _run(args, state_dir, config, broker, mqtt_ids)
     finally:
+        if radio is not None:
+            await radio.stop()
         if broker is not None:
             await broker.stop()
 
@@ -148,6 +161,7 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sim: asyncio.subprocess.Process | None = None
+    ble_state: dict[str, Any] = {}
     msim: asyncio.subprocess.Process | None = None
     try:
         async with asyncio.TaskGroup() as tg:
@@ -168,6 +182,10 @@ async def _run(
                 )
             if not args.json:
                 print(f"control API: {gw.url}  (metrics: {gw.url}/metrics, token: {state_dir / 'control.token'})")
+                if gw.ble is not None:
+                    print(
+                        f"BLE: {len(gw.ble.slots)} simulated devices on a virtual radio ({config.ble.bumble_transport})"
+                    )
                 if broker is not None:
                     tls = "mutual TLS, MQTT v5" if broker.tls else "plain MQTT 3.1.1 on loopback"
                     print(
@@ -175,6 +193,8 @@ async def _run(
                     )
             deadline = None if args.duration is None else loop.time() + args.duration
             await _watch(gw, sim, stop, deadline, live=not args.json)
+            if gw.ble is not None:
+                ble_state = gw.ble.stats()["devices"]
             for p in (sim, msim):
                 if p is not None and p.returncode is None:
                     p.send_signal(signal.SIGTERM)
@@ -193,6 +213,7 @@ async def _run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     c = gw.counters()
+    activity = gw.committer.activity.snapshot()
     return {
         "did": gw.identity.did,
         "state_dir": str(state_dir),
@@ -211,6 +232,13 @@ async def _run(
             "devices": mqtt_ids,
             "messages_committed": gw.mqtt_stats()["messages"]["committed"],
             "simulator_exit": msim.returncode if msim else None,
+        },
+        "ble": None
+        if gw.ble is None
+        else {
+            "devices": sorted(ble_state),
+            "connected_at_end": sum(1 for d in ble_state.values() if d["connected"]),
+            "points_committed": sum(int(activity.get(i, {}).get("points", 0)) for i in ble_state),
         },
     }
 

@@ -55,3 +55,7 @@ def test_demo_json_and_metrics_while_running(tmp_path: Path, broker: str) -> Non
     mqtt = summary["mqtt"]
     assert mqtt["broker"] == ("amqtt" if broker == "embedded" else "mosquitto")
     assert mqtt["messages_committed"] > 0 and mqtt["simulator_exit"] == 0
+    # and the simulated BLE devices (one per profile) delivered over the virtual radio
+    ble = summary["ble"]
+    assert len(ble["devices"]) == 6
+    assert ble["connected_at_end"] >= 4 and ble["points_committed"] > 0
