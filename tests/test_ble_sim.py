@@ -404,6 +404,19 @@ def test_fleet_builds_every_profile_with_valid_advertising() -> None:
         assert len(p.advertising_data()) <= 31
 
 
+def test_hr_interval_option_paces_heart_rate_straps_only() -> None:
+    from firmware_sim.cli import build_parser
+
+    args = build_parser().parse_args(["ble", "--hub", "127.0.0.1:1", "--heart-rate", "2", "--hr-interval", "0.02"])
+    assert args.hr_interval == 0.02
+    assert build_parser().parse_args(["ble", "--hub", "127.0.0.1:1"]).hr_interval == 1.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ble", "--hub", "127.0.0.1:1", "--hr-interval", "0"])
+    fleet = build_fleet({Profile.HEART_RATE: 2, Profile.ECG: 1}, FleetOptions(hr_interval_s=args.hr_interval))
+    assert [p.interval_s for p in fleet if isinstance(p, HeartRateStrap)] == [0.02, 0.02]
+    assert [p.interval_s for p in fleet if isinstance(p, EcgStrap)] == [1.0]
+
+
 def test_fault_spec_parse_and_arm() -> None:
     assert FaultSpec.parse("disconnect-mid-racp=3@glucose-meter") == FaultSpec(
         FaultKind.DISCONNECT_MID_RACP, 3, "glucose-meter"

@@ -35,6 +35,13 @@ def _count(text: str) -> int:
     return v
 
 
+def _interval(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return v
+
+
 def _fault(text: str) -> FaultSpec:
     try:
         return FaultSpec.parse(text)
@@ -55,6 +62,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument(flag, dest=dest, type=_count, default=0, help=f"number of {profile.value} devices")
     p.add_argument("--seed", type=int, default=0, help="identity and physiology seed (default: 0)")
     p.add_argument("--records", type=_count, default=10, help="stored records per glucose meter / CGM")
+    p.add_argument(
+        "--hr-interval",
+        type=_interval,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between heart-rate notifications of each strap (default: 1.0; each one still "
+        "carries one second of physiology)",
+    )
     p.add_argument("--no-cgm-crc", action="store_true", help="CGMs without E2E-CRC")
     p.add_argument(
         "--fault",
@@ -77,7 +92,13 @@ async def run(args: argparse.Namespace) -> int:
 
     counts = {profile: getattr(args, dest) for dest, _, profile in _COUNTS}
     peripherals = build_fleet(
-        counts, FleetOptions(seed=args.seed, records=args.records, cgm_e2e_crc=not args.no_cgm_crc)
+        counts,
+        FleetOptions(
+            seed=args.seed,
+            records=args.records,
+            cgm_e2e_crc=not args.no_cgm_crc,
+            hr_interval_s=args.hr_interval,
+        ),
     )
     if not peripherals:
         raise SystemExit("ds4h-sim: no devices requested")

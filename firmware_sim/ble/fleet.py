@@ -53,11 +53,15 @@ class FleetOptions:
     cgm_e2e_crc: bool = True
     realtime: bool = True
     """Real-device pacing (HR 1 s, oximeter 1 s, BP 60 s, CGM 60 s); False = fast pacing for tests."""
+    hr_interval_s: float | None = None
+    """Seconds between heart-rate notifications, overriding the pacing above (e.g. for load tests)."""
 
 
 def build_fleet(counts: Mapping[Profile, int], options: FleetOptions = FleetOptions()) -> list[SimPeripheral]:
     """Devices in a stable order (profile, then index): identities depend only on the seed."""
     fast = not options.realtime
+    if options.hr_interval_s is not None and not options.hr_interval_s > 0:
+        raise ValueError(f"hr_interval_s must be > 0, not {options.hr_interval_s}")
     out: list[SimPeripheral] = []
     for profile in PROFILE_ORDER:
         for index in range(counts.get(profile, 0)):
@@ -65,7 +69,10 @@ def build_fleet(counts: Mapping[Profile, int], options: FleetOptions = FleetOpti
             seed = options.seed
             p: SimPeripheral
             if profile is Profile.HEART_RATE:
-                p = HeartRateStrap(ident, seed=seed, interval_s=0.05 if fast else 1.0)
+                hr_interval = options.hr_interval_s
+                if hr_interval is None:
+                    hr_interval = 0.05 if fast else 1.0
+                p = HeartRateStrap(ident, seed=seed, interval_s=hr_interval)
             elif profile is Profile.BLOOD_PRESSURE:
                 p = BloodPressureCuff(
                     ident, seed=seed, interval_s=0.5 if fast else 60.0, cuff_step_s=0.01 if fast else 0.2
