@@ -18,7 +18,8 @@ from firmware_sim.ble.devices.heart_rate import HeartRateStrap
 from firmware_sim.ble.devices.pulse_oximeter import PulseOximeter
 from firmware_sim.ble.identity import Profile
 from firmware_sim.ble.peripheral import SimPeripheral
-from tests.blegw import ble_gateway, committed, device_id, history, ident, settled, until
+from tests.blegw import ble_config, ble_gateway, committed, device_id, history, ident, radio, settled, until
+from tests.gw import running
 from tests.services import VictoriaMetrics
 
 
@@ -196,3 +197,23 @@ async def test_a_device_sending_garbage_or_hanging_does_not_delay_the_others(tmp
     assert quarantined >= 1  # garbage that does not decode is counted, not stored (random bytes may decode)
     assert glucose_rows(tmp_path, device_id(hung.identity)) == []
     assert hung_state["failures"] >= 1 or hung_state["connected"]
+
+
+async def test_a_device_registered_by_serial_only_is_found_and_strangers_are_left_alone(tmp_path: Path) -> None:
+    mine = HeartRateStrap(ident(Profile.HEART_RATE, 400), interval_s=0.2)
+    stranger = HeartRateStrap(ident(Profile.HEART_RATE, 401), interval_s=0.2)
+    async with radio([mine, stranger]) as (hub, _sim):
+        cfg = ble_config(tmp_path, hub, [mine])
+        entry = cfg.devices[device_id(mine.identity)]
+        cfg = cfg.model_copy(
+            update={
+                "devices": {**cfg.devices, device_id(mine.identity): entry.model_copy(update={"ble_address": None})}
+            }
+        )
+        async with running(cfg) as gw:
+            await until(lambda: committed(gw) > 10, what="the serial-registered strap streaming")
+            devices = gw.stats()["ble"]["devices"]
+    assert devices[device_id(mine.identity)]["connected"]
+    assert set(devices) == {device_id(mine.identity)}
+    rows = history(tmp_path, "SELECT DISTINCT device FROM readings")
+    assert rows == [(device_id(mine.identity),)]

@@ -1,6 +1,7 @@
 """The BLE source: one scanner, connection slots, reconnects, and a driver session per connection.
 
-Only registered, enabled devices are connected (by BLE address). Each connection runs in its own task
+Only registered, enabled devices are connected: by BLE address, or, for a device registered by serial
+number only, at the address where a short probe connection read that serial. Each connection runs in its own task
 with a timeout on every wait, so a device that hangs or sends garbage never delays the others. A
 streaming device keeps its slot until it disconnects; a store-and-forward device gets a turn of at most
 ``store_turn_s`` and then yields (see :mod:`gateway.ble.scheduler`). After every (re)connect the device's
@@ -24,8 +25,11 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
+from drivers.device_info import STRING_UUIDS
+from drivers.device_info.codec import decode_string
 from drivers.sdk.driver import Driver, DriverKind
 from drivers.sdk.registry import DriverRegistry
+from drivers.sdk.session import read_optional
 from gateway.backoff import backoff_delay
 from gateway.ble.connect_info import ConnectInfo, IdentityMismatch, read_connect_info
 from gateway.ble.context import LIVE_KEEP, DeviceContext
@@ -35,13 +39,15 @@ from gateway.ble.stack import BleStack
 from gateway.clock import ClockMonitor
 from gateway.config import BleSection
 from gateway.devices import DeviceRegistry
-from gateway.errors import BackpressureError, GatewayError, ShuttingDownError
+from gateway.errors import BackpressureError, GatewayError, PayloadError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
 from gateway.outbox.committer import Committer
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_INTERVAL_S = 0.1
+PROBE_RETRY_S = 600.0
+"""An unknown address that was probed and is no registered device is not probed again for this long."""
 STOP_TIMEOUT_S = 3.0
 """A session's ``stop`` (e.g. Polar's stop-streaming write) and the disconnect get this long each."""
 
@@ -88,6 +94,13 @@ class BleSource:
         self._rng = random.Random()
         self.scanning = False
         self._no_driver: set[str] = set()
+        self._by_serial: dict[str, tuple[str, Driver]] = {}
+        """Serial number → (device id, driver) of devices registered by serial only."""
+        self._learned: dict[str, str] = {}
+        """Address → device id, for serial-registered devices a probe has located."""
+        self._probed: dict[str, float] = {}
+        self._probe_queue: dict[str, BLEDevice] = {}
+        self._probing = False
 
     # --- lifecycle -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -128,6 +141,7 @@ class BleSource:
             if now - last_refresh >= 1.0:
                 self._refresh_devices()
                 last_refresh = now
+            self._start_probe(tg)
             for device_id in pick(
                 (s.sched for s in self.slots.values()),
                 now,
@@ -144,11 +158,15 @@ class BleSource:
 
     # --- devices ---------------------------------------------------------------------------------
     def _refresh_devices(self) -> None:
-        """Registered, enabled devices with a BLE address and a driver become slots."""
+        """Registered, enabled devices with a driver become slots: by their BLE address, or — registered by
+        serial number only — by the address a probe found them at."""
         wanted: dict[str, tuple[str, Driver]] = {}
+        by_serial: dict[str, tuple[str, Driver]] = {}
+        learned = {device_id: address for address, device_id in self._learned.items()}
         for d in self._registry.all():
             address = d.identities.get("ble_address")
-            if not d.enabled or address is None:
+            serial = d.identities.get("serial")
+            if not d.enabled or (address is None and serial is None):
                 continue
             driver = self._drivers.get(d.kind)
             if driver is None:
@@ -161,7 +179,15 @@ class BleSource:
                         ", ".join(self._drivers.names()),
                     )
                 continue
+            if address is None:
+                assert serial is not None
+                by_serial[serial] = (d.id, driver)
+                if d.id not in learned:
+                    continue
+                address = learned[d.id]
             wanted[d.id] = (address.upper(), driver)
+        self._by_serial = by_serial
+        self._learned = {a: i for a, i in self._learned.items() if i in wanted}
         for device_id in list(self.slots):
             if device_id not in wanted:
                 slot = self.slots.pop(device_id)
@@ -176,6 +202,7 @@ class BleSource:
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
         device_id = self._by_address.get(device.address.upper())
         if device_id is None:
+            self._maybe_probe(device, adv)
             return
         slot = self.slots.get(device_id)
         if slot is None:
@@ -183,6 +210,57 @@ class BleSource:
         slot.ble_device = device
         slot.rssi = adv.rssi
         slot.sched.last_seen = time.monotonic()
+
+    # --- devices registered by serial number only ---------------------------------------------------
+    def _maybe_probe(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        """An unknown address that advertises what an unlocated serial-registered device would: queue a
+        short probe connection to read its serial number (at most once per ``PROBE_RETRY_S``)."""
+        unlocated = {driver.name for device_id, driver in self._by_serial.values() if device_id not in self.slots}
+        if not unlocated:
+            return
+        driver = self._drivers.match(adv.service_uuids, adv.local_name)
+        if driver is None or driver.name not in unlocated:
+            return
+        address = device.address.upper()
+        if time.monotonic() - self._probed.get(address, -1e18) < PROBE_RETRY_S:
+            return
+        self._probe_queue[address] = device
+
+    def _start_probe(self, tg: asyncio.TaskGroup) -> None:
+        busy = sum(1 for s in self.slots.values() if s.sched.connected)
+        if self._probing or not self._probe_queue or busy >= self._cfg.max_connections:
+            return
+        address, device = self._probe_queue.popitem()
+        self._probed[address] = time.monotonic()
+        self._probing = True
+        tg.create_task(self._probe(address, device), name=f"ble-probe-{address}")
+
+    async def _probe(self, address: str, device: BLEDevice) -> None:
+        client = BleakClient(device, timeout=self._cfg.connect_timeout_s, **self._stack.client_kwargs())
+        try:
+            await asyncio.wait_for(client.connect(), timeout=self._cfg.connect_timeout_s + 1)
+            try:
+                raw = await read_optional(client, STRING_UUIDS["serial_number"], self._cfg.gatt_timeout_s)
+            finally:
+                with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
+                    await asyncio.wait_for(client.disconnect(), timeout=STOP_TIMEOUT_S)
+            serial = None if raw is None else decode_string(raw)
+        except (BleakError, TimeoutError, OSError, EOFError, PayloadError) as e:
+            log.debug("BLE probe of %s failed: %s", address, e)
+            return
+        finally:
+            self._probing = False
+        found = self._by_serial.get(serial) if serial is not None else None
+        if found is None:
+            log.debug("BLE probe: %s is not a registered device", address)
+            return
+        self._learned[address] = found[0]
+        log.info("BLE device %s (registered by serial number) found at %s", found[0], address)
+        self._refresh_devices()
+        slot = self.slots.get(found[0])
+        if slot is not None:
+            slot.ble_device = device
+            slot.sched.last_seen = time.monotonic()
 
     # --- one connection ----------------------------------------------------------------------------
     async def _connection(self, slot: DeviceSlot) -> None:
