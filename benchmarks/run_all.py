@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run_all.py --quick     # small sizes, under 2 minutes
     .venv/bin/python benchmarks/run_all.py             # full sizes (1,000,000-reading backlog …)
-    .venv/bin/python benchmarks/run_all.py --no-lineproto --no-mqtt
+    .venv/bin/python benchmarks/run_all.py --no-lineproto --no-mqtt --no-ble
 
 Every scenario starts (and stops) its own VictoriaMetrics and gateway process; run it on an otherwise
 quiet machine and read the load averages printed next to each figure.
@@ -50,11 +50,22 @@ def run_mqtt(quick: bool) -> int:
         return 1
 
 
+def run_ble(quick: bool) -> int:
+    cmd = [sys.executable, str(HERE / "bench_ble.py"), *(["--quick"] if quick else [])]
+    print(f"\n== bench_ble ({load_text()}): {' '.join(['bench_ble.py', *cmd[2:]])}", flush=True)
+    try:
+        return subprocess.run(cmd, cwd=HERE.parent, check=False, timeout=900).returncode
+    except subprocess.TimeoutExpired:
+        print("bench_ble: timed out after 900 s")
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
     ap.add_argument("--no-lineproto", action="store_true", help="skip benchmarks/bench_lineproto.py")
     ap.add_argument("--no-mqtt", action="store_true", help="skip benchmarks/bench_mqtt.py")
+    ap.add_argument("--no-ble", action="store_true", help="skip benchmarks/bench_ble.py")
     ap.add_argument("--only", default=bench_pipeline.ALL, help="pipeline scenarios to run (default: abcde)")
     args = ap.parse_args(argv)
     m = machine()
@@ -67,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = bench_pipeline.run(args.quick, only)
         rc = 0 if args.no_lineproto else run_lineproto(args.quick)
         rc = rc or (0 if args.no_mqtt else run_mqtt(args.quick))
+        rc = rc or (0 if args.no_ble else run_ble(args.quick))
     except KeyboardInterrupt:
         print("interrupted; every process this run started was stopped", file=sys.stderr)
         return 130

@@ -9,7 +9,9 @@ Commands:
 - ``ds4h-sim flood --url URL --token-file FILE --batches N --readings-per-batch K ...`` — send N
   synthetic batches as fast as the gateway takes them and print a JSON summary;
 - ``ds4h-sim ble --hub HOST:PORT --heart-rate N --glucose-meters N ...`` — simulated BLE peripherals
-  attached to a hub's virtual radio (see ``docs/simulator-ble.md``).
+  attached to a hub's virtual radio (see ``docs/simulator-ble.md``);
+- ``ds4h-sim signal KIND --out FILE.csv [--seconds S --rate HZ --seed N …]`` — write one generated
+  signal (ECG, RR intervals, heart rate …) as CSV (see ``docs/physiology.md``).
 
 Exit status: 0 when every batch was acknowledged, 1 when some were left unacknowledged or the client
 failed (e.g. 401), 2 on usage errors. The summary (one JSON line) goes to stdout, logs to stderr.
@@ -198,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware_sim.ble.cli import add_parser as add_ble_parser
 
     add_ble_parser(sub)
+
+    from firmware_sim.signal_cli import add_parser as add_signal_parser
+
+    add_signal_parser(sub)
     return parser
 
 
@@ -470,6 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from firmware_sim.ble.cli import run as run_ble
 
             return asyncio.run(run_ble(args))
+        if args.command == "signal":
+            from firmware_sim.signal_cli import run as run_signal
+
+            return run_signal(args)
     except BrokenPipeError:  # stdout closed early (e.g. piped into `head`)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

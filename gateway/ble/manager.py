@@ -63,6 +63,7 @@ class DeviceSlot:
     rssi: int | None = None
     info: ConnectInfo | None = None
     connected_since_ns: int = 0
+    """When the current link came up; 0 while there is none (a connect may be in progress)."""
     last_error: str | None = None
     live: deque[object] = field(default_factory=lambda: deque(maxlen=LIVE_KEEP))
     task: asyncio.Task[None] | None = None
@@ -310,9 +311,9 @@ class BleSource:
         await asyncio.wait_for(client.connect(), timeout=self._cfg.connect_timeout_s + 1)
         self._metrics.ble_connects.inc()
         self._metrics.ble_connected.inc()
+        slot.connected_since_ns = time.time_ns()
         level = logging.DEBUG if slot.driver.kind is DriverKind.STORE else logging.INFO  # turns are frequent
         log.log(level, "BLE device %s connected (%s)", slot.device_id, slot.driver.name)
-        slot.connected_since_ns = time.time_ns()
         ctx: DeviceContext | None = None
         try:
             device = self._registry.get(slot.device_id)
@@ -345,6 +346,7 @@ class BleSource:
             slot.last_error = None
             return await self._run_session(slot, session, lost)
         finally:
+            slot.connected_since_ns = 0
             self._metrics.ble_connected.dec()
             self._metrics.ble_disconnects.inc()
             if ctx is not None:
@@ -391,8 +393,9 @@ class BleSource:
             "devices": {
                 s.device_id: {
                     "driver": s.driver.name,
-                    "connected": s.sched.connected,
-                    "connected_since_ns": s.connected_since_ns if s.sched.connected else None,
+                    "connected": s.connected_since_ns != 0,
+                    "connecting": s.sched.connected and s.connected_since_ns == 0,
+                    "connected_since_ns": s.connected_since_ns or None,
                     "rssi": s.rssi,
                     "failures": s.sched.failures,
                     "last_error": s.last_error,

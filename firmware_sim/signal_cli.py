@@ -1,0 +1,150 @@
+"""``ds4h-sim signal KIND … --out FILE.csv``: write one generated signal as CSV for other tools.
+
+The CSV has a header ``time,value`` and one row per sample (or beat): ``time`` in seconds from the
+start of the signal, ``value`` in the kind's unit. A one-line JSON summary goes to stdout.
+
+A kind is one entry of :data:`KINDS`: a function taking the parsed arguments and returning a
+:class:`Signal`. To add a kind, write its generator (import its model lazily inside the function) and
+add it to the table; kind-specific options go in :func:`add_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from firmware_sim.models.beats import CardiacProfile
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A generated signal: sample (or beat) times and values."""
+
+    time_s: npt.NDArray[np.float64]
+    value: npt.NDArray[np.float64]
+    unit: str
+    """UCUM-ish unit of ``value``: ``uV``, ``ms``, ``/min`` …"""
+    decimals: int = 3
+    """Decimals written for ``value``."""
+
+
+SignalGenerator = Callable[[argparse.Namespace], Signal]
+
+
+# ---------------------------------------------------------------------- cardiac kinds
+
+
+def _cardiac_profile(args: argparse.Namespace) -> CardiacProfile:
+    from firmware_sim.models.beats import CardiacProfile, random_af_episodes
+
+    rng = np.random.default_rng([args.seed, 0xAF])
+    episodes = random_af_episodes(rng, args.af_episodes, args.seconds)
+    return CardiacProfile.draw(
+        args.seed,
+        hr_bpm=args.hr,
+        ectopic_per_min=args.ectopic_per_min,
+        af_episodes=episodes,
+    )
+
+
+def _ecg(args: argparse.Namespace) -> Signal:
+    from firmware_sim.models.ecg import EcgProfile, EcgSynth
+
+    cardiac = _cardiac_profile(args)
+    rate = int(args.rate or 250)
+    ecg = EcgProfile.draw(args.seed, motion_per_hour=args.motion_per_hour, lead_off_per_hour=args.lead_off_per_hour)
+    synth = EcgSynth([cardiac], [ecg], [args.seed], fs=rate)
+    n = round(args.seconds * rate)
+    chunk = synth.next(n)
+    return Signal(np.arange(n, dtype=np.float64) / rate, np.rint(chunk.uv[0]), "uV", decimals=0)
+
+
+def _rr(args: argparse.Namespace) -> Signal:
+    from firmware_sim.models.beats import BeatTrain
+
+    cardiac = _cardiac_profile(args)
+    beats = BeatTrain([cardiac], [args.seed]).take_until(args.seconds)[0]
+    return Signal(beats.time_s, beats.rr_s * 1000.0, "ms", decimals=1)
+
+
+def _hr(args: argparse.Namespace) -> Signal:
+    from firmware_sim.models.beats import BeatTrain
+
+    cardiac = _cardiac_profile(args)
+    rate = float(args.rate or 1.0)
+    train = BeatTrain([cardiac], [args.seed])
+    times = np.arange(round(args.seconds * rate), dtype=np.float64) / rate
+    hr = np.array([train.heart_rate(float(t))[0] for t in times])
+    return Signal(times, hr, "/min", decimals=1)
+
+
+KINDS: dict[str, SignalGenerator] = {
+    "ecg": _ecg,  # µV at --rate Hz (default 250)
+    "rr": _rr,  # beat (R-peak) times and the RR interval ending at each beat, ms
+    "hr": _hr,  # heart rate (/min) over the last 5 s of beats, at --rate Hz (default 1)
+}
+
+
+# ---------------------------------------------------------------------- argument parsing
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    v = float(text)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {v}")
+    return v
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "signal",
+        help="write a generated signal (time, value) as CSV",
+        description="Generate one patient's signal from the physiology models and write it as CSV "
+        "(header `time,value`; time in seconds, value in the kind's unit). Deterministic from --seed.",
+    )
+    p.add_argument("kind", choices=sorted(KINDS), help="signal to generate")
+    p.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    p.add_argument("--seconds", type=_positive_float, default=60.0, help="duration, s (default: 60)")
+    p.add_argument("--rate", type=_positive_float, help="sampling rate, Hz (default: the kind's own)")
+    p.add_argument("--seed", type=_non_negative_int, default=1, help="patient seed (default: 1)")
+    # cardiac options (ecg, rr, hr)
+    p.add_argument("--hr", type=_positive_float, help="mean sinus heart rate, /min (default: the patient's)")
+    p.add_argument("--af-episodes", type=_non_negative_int, default=0, help="atrial-fibrillation episodes")
+    p.add_argument("--ectopic-per-min", type=_non_negative_float, default=0.0, help="ectopic beats per minute")
+    p.add_argument("--motion-per-hour", type=_non_negative_float, default=0.0, help="ECG motion-artefact bursts")
+    p.add_argument("--lead-off-per-hour", type=_non_negative_float, default=0.0, help="ECG lead-off segments")
+
+
+def write_csv(path: Path, signal: Signal) -> None:
+    data = np.column_stack([signal.time_s, signal.value])
+    np.savetxt(path, data, fmt=("%.6f", f"%.{signal.decimals}f"), delimiter=",", header="time,value", comments="")
+
+
+def run(args: argparse.Namespace) -> int:
+    signal = KINDS[args.kind](args)
+    write_csv(args.out, signal)
+    summary = {"kind": args.kind, "rows": len(signal.time_s), "unit": signal.unit, "out": str(args.out)}
+    print(json.dumps(summary), flush=True)
+    return 0
