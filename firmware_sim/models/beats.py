@@ -307,13 +307,15 @@ class BeatTrain:
                 return
             self._step(idx)
 
-    def discard_before(self, t_s: float) -> None:
+    def discard_before(self, t_s: float, *, keep_unread: bool = True) -> None:
         """Forget beats that neither :meth:`heart_rate` at ``>= t_s`` nor the ECG from ``t_s`` need.
 
         Keeps, per patient, the last beat at or before ``t_s − HR_WINDOW_S`` and all that follow, and
-        every beat not yet returned by :meth:`take_until` / :meth:`next_beats`.
+        (with ``keep_unread``) every beat not yet returned by :meth:`take_until` / :meth:`next_beats`.
         """
-        drop = np.minimum(np.maximum((self._t <= t_s - HR_WINDOW_S).sum(axis=1) - 1, 0), self._cursor)
+        drop = np.maximum((self._t <= t_s - HR_WINDOW_S).sum(axis=1) - 1, 0)
+        if keep_unread:
+            drop = np.minimum(drop, self._cursor)
         if int(drop.max()) < 32:
             return
         cap = self._t.shape[1]
@@ -324,7 +326,7 @@ class BeatTrain:
         self._rr = np.where(valid, np.take_along_axis(self._rr, src, axis=1), 0.0)
         self._kind = np.where(valid, np.take_along_axis(self._kind, src, axis=1), 0).astype(np.int8)
         self._n -= drop
-        self._cursor -= drop
+        self._cursor = np.maximum(self._cursor - drop, 0)
 
     # ------------------------------------------------------------------ consumers
 

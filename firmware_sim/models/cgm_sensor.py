@@ -158,4 +158,4 @@ class GlucoseMeter:
         z = np.random.default_rng([self._seed, 0xC63, round(t_min * 60.0) % (1 << 64)]).standard_normal(sim.n)
         reading = np.where(g < 100.0, g + self.sd_abs_mg_dl * z, g * (1.0 + self.cv * z))
         out = np.rint(np.clip(reading, METER_LOW_MG_DL, METER_HIGH_MG_DL))
-        return out if patients is None else out[patients]
+        return np.asarray(out if patients is None else out[patients], dtype=np.float64)

@@ -309,5 +309,6 @@ class EcgSynth:
                 m = (t >= e.start) & (t < e.end)
                 z[i, m] = e.params[0] * self._col["rail_uv"][i, 0]
                 off[i, m] = True
+        beats.discard_before(t0, keep_unread=False)
         rail = self._col["rail_uv"]
         return np.clip(z, -rail, rail), off

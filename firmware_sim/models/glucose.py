@@ -401,7 +401,7 @@ class GlucoseSimulation:
     @property
     def insulin(self) -> FloatArray:
         """Plasma insulin now (mU/L)."""
-        return self._x[_I].copy()
+        return np.array(self._x[_I], dtype=np.float64)
 
     def add(self, patient: int, schedule: Schedule) -> None:
         """Add a patient's meals, boluses and exercise (no earlier than the current minute)."""
