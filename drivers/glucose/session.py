@@ -141,6 +141,9 @@ class GlucoseSession:
                 if len(self._t.records) - self._t.committed >= CHUNK:
                     await self._commit(final=False)
             answer = procedure.result()
+        except TimeoutError:
+            await self._commit(final=True)  # the procedure went silent: keep what arrived
+            raise
         finally:
             if not procedure.done():
                 procedure.cancel()

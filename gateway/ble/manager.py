@@ -278,6 +278,10 @@ class BleSource:
             outcome = "timeout" if isinstance(e, TimeoutError) else "error"
             slot.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             log.warning("BLE device %s: %s", slot.device_id, slot.last_error)
+        except Exception as e:  # a driver bug must not take the other devices down: counted, logged, retried
+            outcome = "driver_error"
+            slot.last_error = f"{type(e).__name__}: {e}"
+            log.exception("BLE device %s: driver %s failed", slot.device_id, slot.driver.name)
         finally:
             slot.sched.connected = False
             slot.task = None
@@ -365,7 +369,7 @@ class BleSource:
             lost_wait.cancel()
             stop_wait.cancel()
         if run in done:
-            exc = run.exception()
+            exc = _leaf(run.exception())
             if isinstance(exc, (BackpressureError, ShuttingDownError)):
                 log.info("BLE device %s: turn ended early: %s", slot.device_id, exc)
                 return "backpressure"
@@ -404,3 +408,10 @@ class BleSource:
                 for s in self.slots.values()
             },
         }
+
+
+def _leaf(exc: BaseException | None) -> BaseException | None:
+    """The first real error inside (nested) exception groups: a session running a TaskGroup raises one."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
