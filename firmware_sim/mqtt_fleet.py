@@ -2,7 +2,11 @@
 
 Real time: every device is a cardiac monitor on a patient (firmware_sim.physiology): one frame per second
 with heart rate (1/s), SpO2 (ratio) and an ECG strip at ``ecg_fs`` Hz; a CGM device (``kind="cgm"``)
-sends interstitial glucose every ``cgm_interval_s``. Flood: every device sends ``flood`` frames as fast
+sends interstitial glucose every ``cgm_interval_s``. With a ward (``patients`` or ``MqttFleet(…,
+ward=…)``, :mod:`firmware_sim.ward`) device ``i`` observes ``ward.patient(i mod patients)``: heart rate
+from its beat train, SpO2 from its model, the ECG samples due since the last frame from the ward's
+synth, and a CGM sends its sensor's readings as they fall due (each with its own time; none while the
+sensor warms up). Flood: every device sends ``flood`` frames as fast
 as its buffer allows — one heart-rate reading each, or ``flood_ecg_samples`` ECG samples each.
 """
 
@@ -22,6 +26,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from firmware_sim.mqtt_device import AckLog, DeviceTls, MqttDevice
 from firmware_sim.physiology import Patient
 from firmware_sim.senml import CBOR, Record, ecg_records
+from firmware_sim.ward import CgmStream, EcgStream, PatientView, Ward
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,9 @@ class FleetOptions:
     resend_after_s: float = 5.0
     reboot_after: int = 0
     """Reboot each device after this many frames (0: never) — tests a boot change mid-stream."""
+    patients: int | None = None
+    """Simulated patients behind the devices (a :class:`~firmware_sim.ward.Ward` seeded ``seed``); None:
+    each device its own simple patient, as before."""
 
 
 def device_tls(pki_dir: Path | None, device_id: str) -> DeviceTls | None:
@@ -53,8 +61,17 @@ def device_tls(pki_dir: Path | None, device_id: str) -> DeviceTls | None:
     )
 
 
+@dataclass(slots=True)
+class _Observer:
+    """What one device observes of its ward patient."""
+
+    patient: PatientView
+    ecg: EcgStream | None
+    cgm: CgmStream | None
+
+
 class MqttFleet:
-    def __init__(self, opts: FleetOptions) -> None:
+    def __init__(self, opts: FleetOptions, *, ward: Ward | None = None) -> None:
         self.opts = opts
         self.ack_log = AckLog(opts.ack_log) if opts.ack_log is not None else None
         self.devices = [
@@ -74,6 +91,17 @@ class MqttFleet:
         for p in self.patients:
             p.ecg.fs = opts.ecg_fs
         self._next_cgm = [0.0] * len(self.devices)
+        if ward is None and opts.patients is not None:
+            ward = Ward(opts.patients, seed=opts.seed)
+        self.ward = ward
+        self._observers: list[_Observer] = []
+        if ward is not None:
+            for i in range(len(self.devices)):
+                view = ward.patient(i % ward.patients)
+                cgm = opts.kind == "cgm"
+                self._observers.append(
+                    _Observer(view, None if cgm else view.ecg_stream(opts.ecg_fs), view.cgm_stream() if cgm else None)
+                )
         self.started = time.monotonic()
 
     def start(self, connect_timeout_s: float = 30.0) -> None:
@@ -105,6 +133,8 @@ class MqttFleet:
             stop.wait(max(0.0, next_tick - time.monotonic()))
 
     def _measurements(self, i: int, now: float) -> list[Record]:
+        if self._observers:
+            return self._ward_measurements(self._observers[i])
         p = self.patients[i]
         if self.opts.kind == "cgm":
             if now < self._next_cgm[i]:
@@ -117,6 +147,24 @@ class MqttFleet:
             {"n": "heart-rate", "u": "1/s", "v": round(hr / 60, 4)},
             {"n": "spo2", "u": "/", "v": p.spo2.step() / 100},
             *ecg_records(samples, self.opts.ecg_fs),
+        ]
+
+    def _ward_measurements(self, o: _Observer) -> list[Record]:
+        hr: Record = {"n": "heart-rate", "u": "1/s", "v": round(o.patient.heart_rate() / 60, 4)}
+        if o.cgm is not None:
+            now_s = o.patient.now_s()
+            readings = [
+                {"n": "cgm-glucose", "u": "kg/m3", "v": r.mg_dl / 100, "t": round(r.time_s - now_s, 3)}
+                for r in o.cgm.take(now_s)
+                if r.mg_dl is not None
+            ]
+            return readings or [hr]
+        assert o.ecg is not None
+        samples = o.ecg.take_due().uv
+        return [
+            hr,
+            {"n": "spo2", "u": "/", "v": round(o.patient.spo2()) / 100},
+            *(ecg_records(samples, self.opts.ecg_fs) if samples.size else []),
         ]
 
     def _maybe_reboot(self, d: MqttDevice) -> None:

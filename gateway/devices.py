@@ -220,7 +220,6 @@ class DeviceRegistry:
             (device_id, skew_ns, time.time_ns()),
         )
 
-
     def driver_state(self, device_id: str, key: str) -> str | None:
         """A value a driver saved for ``device_id`` (e.g. the last committed RACP sequence number)."""
         row = self._conn.execute(

@@ -61,6 +61,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for dest, flag, profile in _COUNTS:
         p.add_argument(flag, dest=dest, type=_count, default=0, help=f"number of {profile.value} devices")
     p.add_argument("--seed", type=int, default=0, help="identity and physiology seed (default: 0)")
+    p.add_argument(
+        "--patients",
+        type=_count,
+        metavar="N",
+        help="simulated patients behind the devices (device k of each profile observes patient k mod N, "
+        "so a patient's strap, ECG, CGM … agree); default: every device its own patient",
+    )
     p.add_argument("--records", type=_count, default=10, help="stored records per glucose meter / CGM")
     p.add_argument(
         "--hr-interval",
@@ -98,6 +105,7 @@ async def run(args: argparse.Namespace) -> int:
             records=args.records,
             cgm_e2e_crc=not args.no_cgm_crc,
             hr_interval_s=args.hr_interval,
+            patients=args.patients or None,
         ),
     )
     if not peripherals:

@@ -4,6 +4,7 @@ notifications while the cuff deflates, then a Blood Pressure Measurement indicat
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from bumble.gatt import Characteristic, Service
 
@@ -20,6 +21,9 @@ from firmware_sim.ble.wire.blood_pressure import (
 )
 from firmware_sim.ble.wire.ieee11073 import Num
 
+if TYPE_CHECKING:
+    from firmware_sim.ward import PatientView
+
 FEATURES = BpFeature.BODY_MOVEMENT | BpFeature.IRREGULAR_PULSE | BpFeature.PULSE_RATE_RANGE
 USER_ID = 1
 
@@ -35,8 +39,15 @@ class BloodPressureCuff(SimPeripheral):
         clock: DeviceClock | None = None,
         interval_s: float = 60.0,
         cuff_step_s: float = 0.2,
+        patient: PatientView | None = None,
+        by_staff: bool = False,
     ) -> None:
         super().__init__(identity, seed=seed, clock=clock)
+        self.patient = patient
+        """The simulated patient (:mod:`firmware_sim.ward`): pressures from its BloodPressure model,
+        pulse and irregular-pulse flag from its beat train; None: the cuff's own simple model."""
+        self.by_staff = by_staff
+        """Readings taken by staff (white-coat effect, with a patient)."""
         self.interval_s = interval_s
         self.cuff_step_s = cuff_step_s
         self.systolic_base = float(self.rng.uniform(110.0, 150.0))
@@ -56,6 +67,17 @@ class BloodPressureCuff(SimPeripheral):
         ]
 
     def next_result(self) -> BloodPressureMeasurement:
+        if self.patient is not None:
+            bp = self.patient.blood_pressure(by_staff=self.by_staff)
+            return BloodPressureMeasurement(
+                Num(round(bp.systolic)),
+                Num(round(bp.diastolic)),
+                Num.of(bp.mean_arterial, -1),
+                time_stamp=self.clock.now().replace(microsecond=0),
+                pulse_bpm=Num(round(bp.pulse_bpm)),
+                user_id=USER_ID,
+                status=BpStatus.IRREGULAR_PULSE if bp.irregular else BpStatus(0),
+            )
         sys_ = round(self.systolic_base + float(self.rng.normal(0.0, 6.0)))
         dia = round(sys_ * float(self.rng.uniform(0.6, 0.7)))
         mean = Num.of((sys_ + 2 * dia) / 3, -1)

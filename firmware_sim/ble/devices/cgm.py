@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from bumble.device import Connection
 from bumble.gatt import Characteristic, CharacteristicValue, Service
@@ -37,15 +38,23 @@ from firmware_sim.ble.wire.cgm import (
     socp_response,
 )
 from firmware_sim.ble.wire.crc import crc16_mcrf4xx
-from firmware_sim.ble.wire.ieee11073 import Num
+from firmware_sim.ble.wire.ieee11073 import Num, Special, Value
 from firmware_sim.ble.wire.time_fields import parse_date_time
+from firmware_sim.models.cgm_sensor import CgmFlag
 from firmware_sim.physiology import Glucose
+
+if TYPE_CHECKING:
+    from firmware_sim.ward import CgmReading, CgmStream, PatientView
 
 CGM_MISSING_CRC = 0x80
 CGM_INVALID_CRC = 0x81
 SESSION_RUN_TIME_H = 336
 RECORD_SPACING_MIN = 5
 _SOCP_OPS = frozenset(int(o) for o in SocpOpCode)
+CAL_TEMP_CALIBRATION_NOT_ALLOWED = 0x02
+"""Cal/Temp annunciation bit sent with the absent values of a warming-up sensor."""
+WARNING_BELOW_DEVICE_RANGE = 0x40
+WARNING_ABOVE_DEVICE_RANGE = 0x80
 BASE_FEATURES = CgmFeature.TREND | CgmFeature.QUALITY | CgmFeature.LOW_BATTERY | CgmFeature.SENSOR_MALFUNCTION
 
 
@@ -62,8 +71,14 @@ class Cgm(SimPeripheral):
         e2e_crc: bool = True,
         interval_s: float = 60.0,
         record_interval_s: float = 0.0,
+        patient: PatientView | None = None,
     ) -> None:
         super().__init__(identity, seed=seed, clock=clock)
+        self.patient = patient
+        """The simulated patient (:mod:`firmware_sim.ward`) whose CGM sensor readings (interstitial lag,
+        noise, drift, warm-up) this device reports; None: its own simple model."""
+        self.cgm_stream: CgmStream | None = patient.cgm_stream() if patient is not None else None
+        self._last_mg_dl: float | None = None
         self.e2e_crc = e2e_crc
         self.interval_s = interval_s
         self.features = BASE_FEATURES | (CgmFeature.E2E_CRC if e2e_crc else CgmFeature(0))
@@ -75,8 +90,12 @@ class Cgm(SimPeripheral):
         self.session_start_reported = self.session_start
         """What Session Start Time reads (set by a collector's write)."""
         self.records: list[CgmMeasurement] = []
-        for i in range(records):
-            self.records.append(self._reading(RECORD_SPACING_MIN * i))
+        if patient is None:
+            for i in range(records):
+                self.records.append(self._reading(RECORD_SPACING_MIN * i))
+        else:
+            for r in patient.cgm_recent(records):
+                self.records.append(self._patient_record(r))
         self.measurement_char: Characteristic[bytes] = self.notifying(uuids.CGM_MEASUREMENT)
         self.racp = RacpServer(
             self,
@@ -100,6 +119,35 @@ class Cgm(SimPeripheral):
         trend = Num.of(float(self.rng.normal(0.0, 1.0)), -1)
         quality = Num(int(self.rng.integers(85, 100)))
         return CgmMeasurement(Num(mg_dl), offset_min, trend=trend, quality=quality)
+
+    def _patient_record(self, r: CgmReading) -> CgmMeasurement:
+        """A sensor reading as a record, its time offset from the reading's age."""
+        assert self.patient is not None
+        age_min = round((self.patient.now_s() - r.time_s) / 60.0)
+        last = self.records[-1].time_offset_min if self.records else -1
+        offset = max(self.current_offset_min() - age_min, last + 1)
+        glucose: Value
+        trend: Value | None = None
+        quality: Value | None = None
+        if r.mg_dl is None:
+            glucose = Special.NAN
+        else:
+            glucose = Num(round(r.mg_dl))
+            if self._last_mg_dl is not None:
+                trend = Num.of((r.mg_dl - self._last_mg_dl) / RECORD_SPACING_MIN, -1)
+            quality = Num(int(self.rng.integers(85, 100)))
+        self._last_mg_dl = r.mg_dl
+        warning = (WARNING_BELOW_DEVICE_RANGE if r.flags & CgmFlag.BELOW_RANGE else 0) | (
+            WARNING_ABOVE_DEVICE_RANGE if r.flags & CgmFlag.ABOVE_RANGE else 0
+        )
+        return CgmMeasurement(
+            glucose,
+            offset,
+            cal_temp=CAL_TEMP_CALIBRATION_NOT_ALLOWED if r.flags & CgmFlag.WARMUP else None,
+            warning=warning or None,
+            trend=trend,
+            quality=quality,
+        )
 
     def current_offset_min(self) -> int:
         return max(0, int((self.clock.now() - self.session_start).total_seconds() // 60))
@@ -129,8 +177,34 @@ class Cgm(SimPeripheral):
         drop = set(indices)
         self.records = [r for i, r in enumerate(self.records) if i not in drop]
 
+    def new_records(self) -> list[CgmMeasurement]:
+        """With a patient: store (without notifying) every sensor reading due since the last call."""
+        if self.cgm_stream is None:
+            return []
+        new = [self._patient_record(r) for r in self.cgm_stream.take()]
+        self.records += new
+        return new
+
+    async def measure_due(self) -> list[CgmMeasurement]:
+        """Store and notify every sensor reading due since the last call (with a patient), or take
+        one reading now (without)."""
+        if self.cgm_stream is None:
+            return [await self.measure()]
+        new = self.new_records()
+        for record in new:
+            await self.notify_measurement(self.measurement_char, self.encode(record))
+        return new
+
     async def measure(self) -> CgmMeasurement:
-        """Take a reading now (time offset strictly after the last), store and notify it."""
+        """Take a reading now (time offset strictly after the last), store and notify it.
+
+        With a patient the sensor reads on its own grid (every 5 min): every reading due is stored
+        and notified, and the newest record is returned."""
+        if self.cgm_stream is not None:
+            await self.measure_due()
+            if not self.records:
+                raise LookupError("no CGM reading in this session yet")
+            return self.records[-1]
         last = self.records[-1].time_offset_min if self.records else -1
         record = self._reading(max(self.current_offset_min(), last + 1))
         self.records.append(record)
@@ -229,4 +303,4 @@ class Cgm(SimPeripheral):
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.measure()
+            await self.measure_due()

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
 from bumble.device import Connection
 from bumble.gatt import Characteristic, Service
 
@@ -14,6 +17,7 @@ from firmware_sim.ble.clock import DeviceClock
 from firmware_sim.ble.devices.heart_rate import HeartRateStrap
 from firmware_sim.ble.identity import DeviceIdentity
 from firmware_sim.ble.peripheral import ATT_CCCD_IMPROPERLY_CONFIGURED, att_error
+from firmware_sim.ble.wire.heart_rate import SensorContact
 from firmware_sim.ble.wire.pmd import (
     EcgFrame,
     PmdOp,
@@ -26,6 +30,9 @@ from firmware_sim.ble.wire.pmd import (
     polar_ns,
 )
 from firmware_sim.physiology import Ecg
+
+if TYPE_CHECKING:
+    from firmware_sim.ward import EcgStream, PatientView
 
 ECG_RATE_HZ = 130
 ECG_RESOLUTION_BITS = 14
@@ -45,9 +52,12 @@ class EcgStrap(HeartRateStrap):
         seed: int = 0,
         clock: DeviceClock | None = None,
         interval_s: float = 1.0,
+        patient: PatientView | None = None,
     ) -> None:
-        super().__init__(identity, seed=seed, clock=clock, interval_s=interval_s)
+        super().__init__(identity, seed=seed, clock=clock, interval_s=interval_s, patient=patient)
         self.ecg = Ecg(self.rng.spawn(1)[0], fs=ECG_RATE_HZ)
+        self.ecg_stream: EcgStream | None = patient.ecg_stream(ECG_RATE_HZ) if patient is not None else None
+        """The patient's ECG at 130 Hz (a cursor on the ward's synth); re-synced when a stream starts."""
         self.control_char = self.control_point(uuids.PMD_CONTROL_POINT, self._write_control, read=self._read_control)
         self.data_char: Characteristic[bytes] = self.notifying(uuids.PMD_DATA)
         self._stream: asyncio.Task[None] | None = None
@@ -119,6 +129,15 @@ class EcgStrap(HeartRateStrap):
                 return PmdStatus.INVALID_PARAMETER
         return PmdStatus.SUCCESS
 
+    def ecg_samples(self, n: int) -> npt.NDArray[np.int32]:
+        """The next ``n`` ECG samples (µV): the patient's (lead-off clears the HR service's sensor
+        contact) or the strap's own model at its current heart rate."""
+        if self.ecg_stream is None:
+            return self.ecg.frame(float(self.source.model.value), n)
+        chunk = self.ecg_stream.take(n)
+        self.contact = SensorContact.NO_CONTACT if bool(chunk.lead_off.any()) else SensorContact.CONTACT
+        return chunk.uv
+
     def _stop_stream(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
@@ -135,13 +154,15 @@ class EcgStrap(HeartRateStrap):
         loop = asyncio.get_running_loop()
         period_ns = 1e9 / ECG_RATE_HZ * (1.0 + self.clock.drift_ppm * 1e-6)
         start_ns = polar_ns(self.clock.now())
+        if self.patient is not None:
+            self.ecg_stream = self.patient.ecg_stream(ECG_RATE_HZ)
         total = 0
         deadline = loop.time()
         while True:
             n = max(1, min(SAMPLES_PER_FRAME, (connection.att_mtu - 3 - FRAME_HEADER) // 3))
             deadline += n / ECG_RATE_HZ
             await asyncio.sleep(max(0.0, deadline - loop.time()))
-            samples = self.ecg.frame(float(self.source.model.value), n)
+            samples = self.ecg_samples(n)
             total += n
             last_ns = start_ns + round(total * period_ns)
             frame = EcgFrame(last_ns, samples.tolist()).to_bytes()

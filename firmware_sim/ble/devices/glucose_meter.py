@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from bumble.device import Connection
 from bumble.gatt import Characteristic, Service
@@ -26,6 +27,9 @@ from firmware_sim.ble.wire.glucose import (
 )
 from firmware_sim.ble.wire.ieee11073 import Num
 from firmware_sim.physiology import Glucose
+
+if TYPE_CHECKING:
+    from firmware_sim.ward import PatientView
 
 GLS_PROCEDURE_ALREADY_IN_PROGRESS = 0x80
 GLS_CCCD_IMPROPERLY_CONFIGURED = 0x81
@@ -74,8 +78,12 @@ class GlucoseMeter(SimPeripheral):
         mol_per_l: bool = False,
         record_interval_s: float = 0.0,
         new_reading_interval_s: float | None = None,
+        patient: PatientView | None = None,
     ) -> None:
         super().__init__(identity, seed=seed, clock=clock)
+        self.patient = patient
+        """The simulated patient (:mod:`firmware_sim.ward`): readings are spot checks of its plasma
+        glucose (stored records from its recent past); None: the meter's own simple model."""
         self.mol_per_l = mol_per_l
         self.new_reading_interval_s = new_reading_interval_s
         self.model = Glucose(self.rng.spawn(1)[0], float(self.rng.uniform(85.0, 130.0)))
@@ -91,9 +99,14 @@ class GlucoseMeter(SimPeripheral):
             in_progress_error=GLS_PROCEDURE_ALREADY_IN_PROGRESS,
             record_interval_s=record_interval_s,
         )
-        start = self._t0 - RECORD_SPACING * records
+        spacing = RECORD_SPACING
+        if patient is not None and records:
+            # the stored records must fall inside the patient's glucose history
+            history_s = patient.now_s() - patient.earliest_s
+            spacing = min(spacing, timedelta(seconds=int(history_s / (records + 1))))
+        start = self._t0 - spacing * records
         for i in range(records):
-            self.add_reading(start + RECORD_SPACING * i)
+            self.add_reading(start + spacing * i)
 
     # ------------------------------------------------------------------ records
 
@@ -115,9 +128,15 @@ class GlucoseMeter(SimPeripheral):
             context = None
             if seq % CONTEXT_EVERY == 0:
                 context = GlucoseContext(seq, carbohydrate=(1, Num(int(self.rng.integers(20, 80)), -3)), meal=1)
-            reading = StoredReading(seq, when, self.model.spot_check(t_s), context=context)
+            reading = StoredReading(seq, when, self._spot_check(when, t_s), context=context)
         self.records.append(reading)
         return reading
+
+    def _spot_check(self, when: datetime, t_s: float) -> int:
+        if self.patient is None:
+            return self.model.spot_check(t_s)
+        ago_s = (self.clock.now() - when).total_seconds()
+        return round(self.patient.meter_check(self.patient.now_s() - ago_s))
 
     def keys(self) -> list[int]:
         return [r.sequence for r in self.records]

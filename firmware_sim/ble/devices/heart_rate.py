@@ -4,6 +4,7 @@ expended (reset through the control point)."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from bumble.device import Connection
 from bumble.gatt import Characteristic, Service
@@ -21,10 +22,16 @@ from firmware_sim.ble.wire.heart_rate import (
 )
 from firmware_sim.physiology import HeartRate
 
+if TYPE_CHECKING:
+    from firmware_sim.ward import BeatStream, PatientView
+
 HRS_CONTROL_POINT_NOT_SUPPORTED = 0x80
 """HRS application error: Control Point value not supported."""
 ENERGY_EVERY = 10
 """Energy expended is included in every 10th notification."""
+MAX_RR = 8
+"""RR intervals per notification at most (what fits a 23-byte ATT MTU with energy expended); a strap
+that fell behind reports the most recent ones."""
 
 
 class HeartRateSource:
@@ -58,8 +65,12 @@ class HeartRateStrap(SimPeripheral):
         clock: DeviceClock | None = None,
         interval_s: float = 1.0,
         location: BodySensorLocation = BodySensorLocation.CHEST,
+        patient: PatientView | None = None,
     ) -> None:
         super().__init__(identity, seed=seed, clock=clock)
+        self.patient = patient
+        """The simulated patient the strap is on (:mod:`firmware_sim.ward`); None: its own simple model."""
+        self.beats: BeatStream | None = patient.beat_stream() if patient is not None else None
         self.interval_s = interval_s
         self.location = location
         self.source = HeartRateSource(HeartRate(self.rng.spawn(1)[0], float(self.rng.uniform(60.0, 85.0))))
@@ -86,9 +97,17 @@ class HeartRateStrap(SimPeripheral):
             raise att_error(HRS_CONTROL_POINT_NOT_SUPPORTED, "only 01 (reset energy expended) is supported")
         self.energy_kj = 0
 
+    def physiology(self) -> tuple[int, list[float]]:
+        """Heart rate (/min) and the RR intervals (ms) since the last call: from the patient's beat
+        train when the strap is on a ward patient, else one second of the strap's own model."""
+        if self.patient is None or self.beats is None:
+            return self.source.second()
+        beats = self.beats.take()
+        return round(self.patient.heart_rate()), [float(rr) * 1000.0 for rr in beats.rr_s[-MAX_RR:]]
+
     def next_measurement(self) -> HeartRateMeasurement:
-        """Advance one second of physiology and build the notification for it."""
-        bpm, rrs = self.source.second()
+        """Advance the physiology (one second, or up to the ward's now) and build the notification."""
+        bpm, rrs = self.physiology()
         self.energy_kj = min(self.energy_kj + max(1, bpm // 20), 0xFFFF)
         self._count += 1
         energy = self.energy_kj if self._count % ENERGY_EVERY == 0 else None

@@ -4,6 +4,7 @@ indication every ``spot_check_every`` continuous readings; PLX Features."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from bumble.gatt import Characteristic, Service
 
@@ -21,6 +22,9 @@ from firmware_sim.ble.wire.pulse_oximeter import (
 )
 from firmware_sim.physiology import HeartRate, Spo2
 
+if TYPE_CHECKING:
+    from firmware_sim.ward import PatientView
+
 FEATURES = PlxFeature.MEASUREMENT_STATUS | PlxFeature.SPOT_CHECK_TIMESTAMP | PlxFeature.PULSE_AMPLITUDE_INDEX
 STATUS_MASK = PlxMeasurementStatus.VALIDATED | PlxMeasurementStatus.QUESTIONABLE | PlxMeasurementStatus.ONGOING
 
@@ -36,8 +40,12 @@ class PulseOximeter(SimPeripheral):
         clock: DeviceClock | None = None,
         interval_s: float = 1.0,
         spot_check_every: int = 30,
+        patient: PatientView | None = None,
     ) -> None:
         super().__init__(identity, seed=seed, clock=clock)
+        self.patient = patient
+        """The simulated patient (:mod:`firmware_sim.ward`): SpO2 model and pulse rate from its beat
+        train; None: the oximeter's own simple models."""
         self.interval_s = interval_s
         self.spot_check_every = spot_check_every
         spo2_rng, hr_rng = self.rng.spawn(2)
@@ -60,6 +68,8 @@ class PulseOximeter(SimPeripheral):
         ]
 
     def next_reading(self) -> tuple[int, int]:
+        if self.patient is not None:
+            return round(self.patient.spo2()), round(self.patient.heart_rate())
         return self.spo2.step(), round(self.pulse.step())
 
     async def measure(self) -> bytes:
