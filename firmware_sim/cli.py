@@ -10,6 +10,8 @@ Commands:
   synthetic batches as fast as the gateway takes them and print a JSON summary;
 - ``ds4h-sim ble --hub HOST:PORT --heart-rate N --glucose-meters N ...`` — simulated BLE peripherals
   attached to a hub's virtual radio (see ``docs/simulator-ble.md``);
+- ``ds4h-sim fleet SCENARIO --hub HOST:PORT --broker HOST:PORT ...`` — run a scenario file's ward (BLE
+  and 5G devices, scheduled faults) and report what each device sent (see ``docs/simulator-fleet.md``);
 - ``ds4h-sim signal KIND --out FILE.csv [--seconds S --rate HZ --seed N …]`` — write one generated
   signal (ECG, RR intervals, heart rate …) as CSV (see ``docs/physiology.md``).
 
@@ -184,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device-ids", help="comma-separated device ids")
     g.add_argument("--devices", type=_positive_int, help="N devices named <prefix>01 …")
     p.add_argument("--prefix", default="g5-", help="device id prefix with --devices (default: g5-)")
-    p.add_argument("--kind", choices=("cardiac", "cgm"), default="cardiac", help="what the devices measure")
+    p.add_argument("--kind", choices=("cardiac", "cgm", "nig"), default="cardiac", help="what the devices measure")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default: 5)")
     p.add_argument("--format", choices=("cbor", "json"), default="cbor", help="SenML encoding (default: cbor)")
     p.add_argument("--ecg-fs", type=_positive_int, default=130, help="ECG sampling rate, Hz (default: 130)")
@@ -200,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware_sim.ble.cli import add_parser as add_ble_parser
 
     add_ble_parser(sub)
+
+    from firmware_sim.fleet_runner import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
 
     from firmware_sim.signal_cli import add_parser as add_signal_parser
 
@@ -476,6 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from firmware_sim.ble.cli import run as run_ble
 
             return asyncio.run(run_ble(args))
+        if args.command == "fleet":
+            from firmware_sim.fleet_runner import run as run_fleet
+
+            return asyncio.run(run_fleet(args))
         if args.command == "signal":
             from firmware_sim.signal_cli import run as run_signal
 

@@ -6,7 +6,10 @@ sends interstitial glucose every ``cgm_interval_s``. With a ward (``patients`` o
 ward=…)``, :mod:`firmware_sim.ward`) device ``i`` observes ``ward.patient(i mod patients)``: heart rate
 from its beat train, SpO2 from its model, the ECG samples due since the last frame from the ward's
 synth, and a CGM sends its sensor's readings as they fall due (each with its own time; none while the
-sensor warms up). Flood: every device sends ``flood`` frames as fast
+sensor warms up). A research glucose sensor (``kind="nig"``, docs/research-sensor.md) sends a raw S21
+sweep and its research-only estimate every ``nig_interval_s`` (all devices' sweeps computed at once by
+one :class:`~firmware_sim.models.nig_sensor.NigSensor`), from its ward patient's plasma glucose when
+there is a ward. Flood: every device sends ``flood`` frames as fast
 as its buffer allows — one heart-rate reading each, or ``flood_ecg_samples`` ECG samples each.
 """
 
@@ -23,9 +26,10 @@ from typing import Any
 import numpy as np
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from firmware_sim.models.nig_sensor import NigSensor, encode_s21
 from firmware_sim.mqtt_device import AckLog, DeviceTls, MqttDevice
 from firmware_sim.physiology import Patient
-from firmware_sim.senml import CBOR, Record, ecg_records
+from firmware_sim.senml import CBOR, Record, ecg_records, nig_records
 from firmware_sim.ward import CgmStream, EcgStream, PatientView, Ward
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class FleetOptions:
     patients: int | None = None
     """Simulated patients behind the devices (a :class:`~firmware_sim.ward.Ward` seeded ``seed``); None:
     each device its own simple patient, as before."""
+    nig_interval_s: float = 60.0
+    """``kind="nig"``: seconds between sweeps."""
 
 
 def device_tls(pki_dir: Path | None, device_id: str) -> DeviceTls | None:
@@ -99,9 +105,13 @@ class MqttFleet:
             for i in range(len(self.devices)):
                 view = ward.patient(i % ward.patients)
                 cgm = opts.kind == "cgm"
+                ecg = opts.kind == "cardiac"
                 self._observers.append(
-                    _Observer(view, None if cgm else view.ecg_stream(opts.ecg_fs), view.cgm_stream() if cgm else None)
+                    _Observer(view, view.ecg_stream(opts.ecg_fs) if ecg else None, view.cgm_stream() if cgm else None)
                 )
+        self._nig = NigSensor(len(self.devices), opts.seed) if opts.kind == "nig" else None
+        self._nig_next = -float("inf")
+        self._nig_out: list[list[Record]] = [[] for _ in self.devices]
         self.started = time.monotonic()
 
     def start(self, connect_timeout_s: float = 30.0) -> None:
@@ -123,16 +133,23 @@ class MqttFleet:
         next_tick = time.monotonic()
         frames = 0
         while not stop.is_set() and (duration_s is None or time.monotonic() - self.started < duration_s):
-            now = time.time()
-            for i, d in enumerate(self.devices):
-                self._maybe_reboot(d)
-                d.send(now, self._measurements(i, now))
-                d.resend_due()
+            self.tick(time.time())
             frames += 1
             next_tick += 1.0
             stop.wait(max(0.0, next_tick - time.monotonic()))
 
+    def tick(self, now: float) -> None:
+        """One real-time step: every device sends what is due at ``now`` (Unix s; nothing when nothing is due)."""
+        for i, d in enumerate(self.devices):
+            self._maybe_reboot(d)
+            m = self._measurements(i, now)
+            if m:
+                d.send(now, m)
+            d.resend_due()
+
     def _measurements(self, i: int, now: float) -> list[Record]:
+        if self._nig is not None:
+            return self._nig_measurements(i, now)
         if self._observers:
             return self._ward_measurements(self._observers[i])
         p = self.patients[i]
@@ -148,6 +165,27 @@ class MqttFleet:
             {"n": "spo2", "u": "/", "v": p.spo2.step() / 100},
             *ecg_records(samples, self.opts.ecg_fs),
         ]
+
+    def _nig_measurements(self, i: int, now: float) -> list[Record]:
+        """Device ``i``'s sweep when one is due: the sweeps of all devices are computed together."""
+        assert self._nig is not None
+        t = self.ward.now_s() if self.ward is not None else now
+        if i == 0 and t >= self._nig_next:
+            if self.ward is not None:
+                plasma = self.ward.plasma(t)[[o.patient.index for o in self._observers]]
+            else:
+                plasma = np.array([p.glucose.level(now) for p in self.patients])
+            sw = self._nig.sweep(t, plasma)
+            self._nig_out = [
+                nig_records(
+                    encode_s21(self._nig.f_start_hz, self._nig.f_step_hz, sw.magnitude_db[k], sw.phase_deg[k]),
+                    float(sw.estimate_mg_dl[k]),
+                )
+                for k in range(len(self.devices))
+            ]
+            self._nig_next = t + self.opts.nig_interval_s
+        out, self._nig_out[i] = self._nig_out[i], []
+        return out
 
     def _ward_measurements(self, o: _Observer) -> list[Record]:
         hr: Record = {"n": "heart-rate", "u": "1/s", "v": round(o.patient.heart_rate() / 60, 4)}

@@ -68,6 +68,15 @@ def ecg_records(samples: npt.NDArray[np.int32], fs: int, lead: str = "MDC_ECG_EL
     ]
 
 
+def nig_records(s21_frame: bytes, estimate_mg_dl: float) -> list[Record]:
+    """The research glucose sensor's sweep (docs/research-sensor.md): the binary S21 frame and the
+    device's research-only estimate."""
+    return [
+        {"n": "nig:s21", "vd": s21_frame},
+        {"n": "nig:estimate", "u": "mg/dL", "v": round(float(estimate_mg_dl), 1)},
+    ]
+
+
 def encode(records: Sequence[Record], content_type: str = CBOR) -> bytes:
     if content_type == CBOR:
         return cbor2.dumps([{_CBOR_KEYS[k]: v for k, v in r.items()} for r in records])

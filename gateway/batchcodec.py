@@ -9,6 +9,14 @@ construction; numbers use the shortest exact form, RFC 8949 §4.2)::
      received_ns, priority, kind,
      [[metric, value|null, unit, t_ns, precision|null, absent|null, seq|null, tq, status, alert], ...],
      [[metric, unit, start_ns, period_ns, tq, samples as int32 little-endian bytes], ...]]
+
+A batch with spectra is written in layout version 2: the same array with version 2 and one more
+trailing element::
+
+     [[metric, unit, t_ns, axis_start, axis_step, axis_unit, tq, values as float32 little-endian bytes], ...]
+
+(``axis_start`` and ``axis_step`` always as floats). A batch without spectra is always version 1, byte
+for byte as before spectra existed, so envelopes signed earlier still verify. The decoder reads both.
 """
 
 from __future__ import annotations
@@ -19,15 +27,19 @@ import cbor2
 import numpy as np
 
 from gateway.errors import PayloadError
-from gateway.model import Batch, Priority, Reading, SourceKey, Waveform
+from gateway.model import Batch, Priority, Reading, SourceKey, Spectrum, Waveform
 
 LAYOUT_VERSION = 1
+"""Layout of a batch without spectra."""
+LAYOUT_VERSION_SPECTRA = 2
+"""Layout of a batch with spectra (version 1 plus a trailing array of spectra)."""
 _LE_I32 = np.dtype("<i4")
+_LE_F32 = np.dtype("<f4")
 
 
 def batch_to_obj(b: Batch) -> list[Any]:
-    return [
-        LAYOUT_VERSION,
+    obj: list[Any] = [
+        LAYOUT_VERSION_SPECTRA if b.spectra else LAYOUT_VERSION,
         [b.key.device_id, *b.key.parts],
         b.received_ns,
         int(b.priority),
@@ -38,6 +50,23 @@ def batch_to_obj(b: Batch) -> list[Any]:
             for w in b.waveforms
         ],
     ]
+    if b.spectra:
+        obj.append(
+            [
+                [
+                    s.metric,
+                    s.unit,
+                    s.time_ns,
+                    float(s.axis_start),
+                    float(s.axis_step),
+                    s.axis_unit,
+                    int(s.time_quality),
+                    s.values.astype(_LE_F32).tobytes(),
+                ]
+                for s in b.spectra
+            ]
+        )
+    return obj
 
 
 def encode_batch(b: Batch) -> bytes:
@@ -47,22 +76,35 @@ def encode_batch(b: Batch) -> bytes:
 _make_reading = Reading._make
 
 
+def _spectrum(row: Any) -> Spectrum:
+    m, u, t, start, step, axis_unit, tq, raw = row
+    if not isinstance(raw, bytes) or len(raw) % 4:
+        raise PayloadError("spectrum values must be whole float32 values")
+    return Spectrum(m, u, t, start, step, axis_unit, np.frombuffer(raw, dtype=_LE_F32).astype(np.float32), tq)
+
+
 def batch_from_obj(o: Any) -> Batch:
     """Rebuild a batch from its decoded layout (trusted: it comes from a signed envelope)."""
     try:
-        version, key, received_ns, priority, kind, rows, waves = o
-        if version != LAYOUT_VERSION:
-            raise PayloadError(f"batch layout version {version!r} is not {LAYOUT_VERSION}")
+        version = o[0]
+        if version == LAYOUT_VERSION:
+            _, key, received_ns, priority, kind, rows, waves = o
+            spectra: tuple[Spectrum, ...] = ()
+        elif version == LAYOUT_VERSION_SPECTRA:
+            _, key, received_ns, priority, kind, rows, waves, spec_rows = o
+            spectra = tuple(map(_spectrum, spec_rows))
+        else:
+            raise PayloadError(f"batch layout version {version!r} is not {LAYOUT_VERSION} or {LAYOUT_VERSION_SPECTRA}")
         readings = tuple(map(_make_reading, rows))  # a row of the wrong length raises TypeError
         waveforms = tuple(
             Waveform(m, u, t0, per, np.frombuffer(raw, dtype=_LE_I32).astype(np.int32), tq)
             for m, u, t0, per, tq, raw in waves
         )
         skey = SourceKey.trusted(key[0], tuple(key[1:]))
-        return Batch(skey, received_ns, readings, waveforms, Priority(priority), kind)
+        return Batch(skey, received_ns, readings, waveforms, Priority(priority), kind, spectra)
     except PayloadError:
         raise
-    except (TypeError, ValueError, IndexError) as e:
+    except (TypeError, ValueError, IndexError, KeyError) as e:
         raise PayloadError(f"not an encoded batch: {e}") from e
 
 

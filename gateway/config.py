@@ -63,8 +63,12 @@ class PriorityRule(_Section):
     @model_validator(mode="after")
     def _check(self) -> PriorityRule:
         m = METRICS.get(self.metric)
-        if m is None or m.waveform:
+        if m is None or m.waveform or m.spectrum:
             raise ValueError(f"metric {self.metric!r} is not a scalar metric of docs/schema.md")
+        if m.research_only:
+            raise ValueError(
+                f"metric {self.metric!r} is research-only (docs/research-sensor.md): it never makes a batch urgent"
+            )
         if self.below is None and self.above is None:
             raise ValueError("set below and/or above")
         if self.unit is not None and self.unit not in m.units:

@@ -90,7 +90,9 @@ _GOOD = int(TimeQuality.GOOD)
 _UNSYNCED = int(TimeQuality.GATEWAY_UNSYNCED)
 _UNCORRECTED = int(TimeQuality.DEVICE_UNCORRECTED)
 _RECEIVE_TIME = int(TimeQuality.RECEIVE_TIME)
-_SCALARS: dict[str, frozenset[str]] = {m.name: frozenset(m.units) for m in METRICS.values() if not m.waveform}
+_SCALARS: dict[str, frozenset[str]] = {
+    m.name: frozenset(m.units) for m in METRICS.values() if not (m.waveform or m.spectrum)
+}
 _DEFAULT_UNIT: dict[str, str] = {m.name: m.unit for m in METRICS.values()}
 _ABSENT = frozenset(a.value for a in AbsentReason)
 
@@ -121,6 +123,8 @@ def _reading(r: Any, received_ns: int, skew: int, tq: int) -> Reading:
     units = _SCALARS.get(name)
     if units is None:
         metric(name if isinstance(name, str) else repr(name))  # raises the vocabulary's error
+        if METRICS[name].spectrum:
+            raise PayloadError(f"{name!r} is a spectrum metric; the ingest API does not take spectra")
         raise PayloadError(f"{name!r} is a waveform metric; send it in 'waveforms'")
     unit = r.get("u")
     if unit is None:

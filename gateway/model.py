@@ -1,4 +1,4 @@
-"""Core types: Reading, Waveform, Batch and the identities they carry.
+"""Core types: Reading, Waveform, Spectrum, Batch and the identities they carry.
 
 A ``Batch`` is the readings of one source event (one notification, one MQTT message, one RACP
 transfer, one ingest record). It is the unit that is deduplicated (by its ``SourceKey``),
@@ -8,6 +8,7 @@ committed and acknowledged. One signed envelope covers one group commit of many 
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -172,6 +173,65 @@ class Waveform:
     __hash__ = None  # type: ignore[assignment]
 
 
+SPECTRUM_AXIS_UNITS: frozenset[str] = frozenset({"Hz"})
+"""UCUM units a spectrum's axis may have (the line protocol writes a Hz axis as the integer tag ``hz``)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Spectrum:
+    """One measured spectrum: float32 values on a regular axis (e.g. S21 magnitude in dB over frequency).
+
+    Bin ``k`` lies at ``axis_start + k * axis_step`` (in ``axis_unit``); every bin shares ``time_ns``.
+    """
+
+    metric: str
+    unit: str
+    time_ns: int
+    axis_start: float
+    axis_step: float
+    axis_unit: str
+    values: npt.NDArray[np.float32]
+    time_quality: int = 0
+    """:class:`TimeQuality` flags."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.axis_start) and math.isfinite(self.axis_step) and self.axis_step > 0):
+            raise PayloadError(f"spectrum {self.metric!r}: axis start must be finite and axis step > 0")
+        if self.axis_unit not in SPECTRUM_AXIS_UNITS:
+            raise PayloadError(f"spectrum {self.metric!r}: axis unit {self.axis_unit!r} is not one of Hz")
+        if self.values.dtype != np.float32 or self.values.ndim != 1:
+            raise PayloadError(f"spectrum {self.metric!r}: values must be a 1-D float32 array")
+        if not np.isfinite(self.values).all():
+            raise PayloadError(f"spectrum {self.metric!r}: values must be finite")
+
+    def axis(self) -> npt.NDArray[np.float64]:
+        """The axis value of every bin."""
+        return self.axis_start + np.arange(self.values.size, dtype=np.float64) * self.axis_step
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Spectrum):
+            return NotImplemented
+        return (
+            self.metric,
+            self.unit,
+            self.time_ns,
+            self.axis_start,
+            self.axis_step,
+            self.axis_unit,
+            self.time_quality,
+        ) == (
+            other.metric,
+            other.unit,
+            other.time_ns,
+            other.axis_start,
+            other.axis_step,
+            other.axis_unit,
+            other.time_quality,
+        ) and np.array_equal(self.values, other.values)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """The readings of one source event: deduplicated, committed and acknowledged as a unit."""
@@ -183,11 +243,15 @@ class Batch:
     priority: Priority = Priority.BULK
     kind: str = field(default="")
     """Device kind/profile the batch came from (e.g. ``heart_rate``, ``cgm``)."""
+    spectra: tuple[Spectrum, ...] = ()
+    """Spectra of the event (research sensors); each bin is one point in a time-series store."""
     n_points: int = field(init=False, compare=False, repr=False)
-    """Points this batch becomes in a time-series store (readings + waveform samples)."""
+    """Points this batch becomes in a time-series store (readings + waveform samples + spectrum bins)."""
 
     def __post_init__(self) -> None:
         samples = sum(int(w.samples.size) for w in self.waveforms) if self.waveforms else 0
+        if self.spectra:
+            samples += sum(int(s.values.size) for s in self.spectra)
         object.__setattr__(self, "n_points", len(self.readings) + samples)
 
     @property
@@ -200,4 +264,5 @@ class Batch:
 
     @property
     def n_samples(self) -> int:
+        """Waveform samples + spectrum bins."""
         return self.n_points - len(self.readings)

@@ -22,6 +22,10 @@ class Metric:
     waveform: bool = False
     loinc_moles: str | None = None
     """LOINC code for readings in a substance (mol/L) unit, where it differs from ``loinc`` (mass)."""
+    spectrum: bool = False
+    """Accepted only as a :class:`~gateway.model.Spectrum` (values over a frequency axis)."""
+    research_only: bool = False
+    """A research sensor's output: never a clinical value, never in the priority rules (docs/research-sensor.md)."""
 
     @property
     def unit(self) -> str:
@@ -33,6 +37,9 @@ class Metric:
             return self.loinc_moles
         return self.loinc
 
+
+PRIVATE_BASE = (2 << 16) | 0xF000
+"""First code of IEEE 11073-10101's private range in partition 2 (2::61440): private, non-standard codes."""
 
 METRICS: dict[str, Metric] = {
     m.name: m
@@ -77,6 +84,35 @@ METRICS: dict[str, Metric] = {
         Metric("ecg_lead_i", 131329, "MDC_ECG_ELEC_POTL_I", None, ("uV",), waveform=True),
         Metric("ecg_lead_ii", 131330, "MDC_ECG_ELEC_POTL_II", None, ("uV",), waveform=True),
         Metric("pleth", 150452, "MDC_PULS_OXIM_PLETH", None, ("1",), waveform=True),
+        # Research non-invasive glucose sensor (docs/research-sensor.md). No standard MDC code exists:
+        # these are private, non-standard codes from IEEE 11073-10101's private range of partition 2
+        # (term codes 0xF000-0xFBFF), and they have no LOINC code.
+        Metric(
+            "nig_s21_magnitude",
+            PRIVATE_BASE,
+            "DS4H_PRIVATE_NIG_S21_MAGNITUDE",
+            None,
+            ("dB",),
+            spectrum=True,
+            research_only=True,
+        ),
+        Metric(
+            "nig_s21_phase",
+            PRIVATE_BASE + 1,
+            "DS4H_PRIVATE_NIG_S21_PHASE",
+            None,
+            ("deg",),
+            spectrum=True,
+            research_only=True,
+        ),
+        Metric(
+            "glucose_research_estimate",
+            PRIVATE_BASE + 2,
+            "DS4H_PRIVATE_GLUCOSE_RESEARCH_ESTIMATE",
+            None,
+            ("mg/dL",),
+            research_only=True,
+        ),
     )
 }
 

@@ -47,7 +47,7 @@ def render_metric_table() -> str:
         units = ", ".join(f"`{u}`" for u in m.units)
         lines.append(
             f"| `{m.name}` | `{m.mdc_ref}` | {m.mdc} | {m.mdc >> 16}::{m.mdc & 0xFFFF} | {m.loinc or '—'}"
-            f" | {units} | {'waveform' if m.waveform else 'reading'} |"
+            f" | {units} | {'waveform' if m.waveform else 'spectrum' if m.spectrum else 'reading'} |"
         )
     return "\n".join(lines)
 
@@ -125,7 +125,7 @@ def test_schema_time_quality_flags_and_names() -> None:
         assert f"`{reason.value}`" in doc
     assert "`[a-z0-9][a-z0-9-]{0,63}`" in doc
     assert "`device/part/part" in doc
-    for table in ("`readings`", "`waveforms`"):
+    for table in ("`readings`", "`waveforms`", "`spectra`"):
         assert table in doc
 
 

@@ -41,6 +41,11 @@ def test_paho_private_read_path_exists() -> None:
     for name in ("_sock_recv", "_packet_read", "_loop_rc_handle"):
         assert callable(getattr(c, name)), name
     assert paho.MQTT_ERR_AGAIN != paho.MQTT_ERR_SUCCESS
+    # the lean PUBLISH reader checks paho is at a packet boundary and keeps paho's keepalive informed
+    assert c._in_packet["command"] == 0
+    assert c._protocol == paho.MQTTv5
+    with c._msgtime_mutex:
+        assert isinstance(c._last_bytes_received, float)
 
 
 async def _collect(cfg: MqttSection, protocol: aiomqtt.ProtocolVersion, ack: bool, wait_s: float) -> list[bytes]:

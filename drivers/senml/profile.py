@@ -6,8 +6,10 @@ the gateway's metric vocabulary) and at most one ECG group (protocols.md §10's 
 Pure: no I/O, no asyncio. Every failure is a :class:`~gateway.errors.PayloadError` with one of
 :data:`REASONS`; messages never carry a measured value.
 
-Adding a record name (e.g. issue 5's research sensor, a ``vd`` record) is one entry in
-:data:`HANDLERS`: a callable ``(builder, record, index, local_name) -> None``.
+Adding a record name is one entry in :data:`HANDLERS`: a callable ``(builder, record, index,
+local_name) -> None``. The research glucose sensor's ``nig:s21`` (a binary S21 frame, ``vd``, decoded
+by :mod:`drivers.nig.codec`) becomes two :class:`~gateway.model.Spectrum` s, and ``nig:estimate`` the
+research-only reading ``glucose_research_estimate`` (docs/research-sensor.md).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Final, NoReturn
 import numpy as np
 import numpy.typing as npt
 
+from drivers.nig.codec import S21Frame
 from drivers.senml.codec import ABSOLUTE_TIME_S, DECODE_REASONS, SenmlRecord, decode_pack, show
 from gateway.errors import PayloadError
-from gateway.model import Reading, TimeQuality, Waveform
+from gateway.model import Reading, Spectrum, TimeQuality, Waveform
 from gateway.vocabulary import METRICS, check_unit
 
 CANONICAL_PREFIX: Final = "urn:dev:ds4h:"
@@ -75,6 +78,7 @@ class Frame:
     """Record ``unacked``: the lowest ``seq`` of this boot the device still holds unacknowledged."""
     readings: tuple[Reading, ...]
     waveforms: tuple[Waveform, ...]
+    spectra: tuple[Spectrum, ...] = ()
 
 
 # --- entry points ------------------------------------------------------------------------------------
@@ -170,6 +174,8 @@ class _Builder:
         "readings",
         "received_ns",
         "seq",
+        "spectra",
+        "spectrum_bins",
         "tq_absolute",
         "tq_relative",
         "unacked",
@@ -189,6 +195,8 @@ class _Builder:
         self.unacked: int | None = None
         self.readings: list[Reading] = []
         self.ecg: _Ecg | None = None
+        self.spectra: list[Spectrum] = []
+        self.spectrum_bins = 0
         self.last_t = math.nan  # the last time converted, and its result
         self.last = (0, 0)
 
@@ -239,9 +247,15 @@ class _Builder:
         if len(readings) > 1 and len({(r[0], r[3]) for r in readings}) < len(readings):
             _duplicate(readings)
         waveforms = () if self.ecg is None else (self.ecg.waveform(),)
-        if not readings and not waveforms:
-            raise PayloadError("the frame carries no reading and no waveform", reason="empty")
-        return Frame(self.boot, self.seq, self.unacked, tuple(readings), waveforms)
+        spectra = self.spectra
+        if len(spectra) > 1 and len({(s.metric, s.time_ns) for s in spectra}) < len(spectra):
+            raise PayloadError(
+                "two spectra of one metric share a time: distinct sweeps need distinct times (give each its t)",
+                reason="duplicate_point",
+            )
+        if not readings and not waveforms and not spectra:
+            raise PayloadError("the frame carries no reading, no waveform and no spectrum", reason="empty")
+        return Frame(self.boot, self.seq, self.unacked, tuple(readings), waveforms, tuple(spectra))
 
 
 def _duplicate(readings: list[Reading]) -> None:
@@ -577,6 +591,34 @@ def decode_samples(data: bytes, width: int) -> npt.NDArray[np.int32]:
     raise ValueError(f"sample width {width} is not 2 or 3")
 
 
+# --- research non-invasive glucose sensor (docs/research-sensor.md) --------------------------------
+NIG_MAGNITUDE: Final = "nig_s21_magnitude"
+NIG_PHASE: Final = "nig_s21_phase"
+NIG_ESTIMATE: Final = "glucose_research_estimate"
+"""Research-only: never one of the clinical ``glucose_*`` metrics, never in the priority rules."""
+
+
+def _nig_s21(b: _Builder, r: SenmlRecord, i: int, local: str) -> None:
+    """A binary S21 frame (``vd``) → two spectra (magnitude in dB, phase in degrees) over frequency (Hz)."""
+    _need(r, i, local, "vd")
+    _no_unit(r, i, local)
+    data = r.data
+    assert data is not None
+    try:
+        frame = S21Frame.from_bytes(data)
+    except PayloadError as e:
+        raise PayloadError(f"{_at(i, local)}: {e}", reason=e.reason) from None
+    if b.spectrum_bins + 2 * frame.points > MAX_SAMPLES:
+        raise PayloadError(f"{_at(i, local)}: more than {MAX_SAMPLES} spectrum bins per frame", reason="too_large")
+    b.spectrum_bins += 2 * frame.points
+    ns, tq = b.time_ns(r.time, i, local)
+    start, step = float(frame.f_start_hz), float(frame.f_step_hz)
+    mag = frame.magnitude_db().astype(np.float32)
+    phase = frame.phase_deg().astype(np.float32)
+    b.spectra.append(Spectrum(NIG_MAGNITUDE, "dB", ns, start, step, "Hz", mag, tq))
+    b.spectra.append(Spectrum(NIG_PHASE, "deg", ns, start, step, "Hz", phase, tq))
+
+
 # --- the name table ---------------------------------------------------------------------------------
 Handler = Callable[[_Builder, SenmlRecord, int, str], None]
 
@@ -610,6 +652,15 @@ HANDLERS: Final[Mapping[str, Handler]] = {
     "ecg:lead": _ecg_lead,
     "ecg:i16le": Samples(2),
     "ecg:i24le": Samples(3),
+    # research non-invasive glucose sensor (research-only metrics)
+    "nig:s21": _nig_s21,
+    "nig:estimate": Scalar(
+        NIG_ESTIMATE,
+        {
+            "mg/dL": Conversion("mg/dL", low=0.0, high=2000.0),
+            "kg/m3": Conversion("mg/dL", 100.0, low=0.0, high=2000.0),
+        },
+    ),
 }
 """Local record name → handler. Unknown names are refused (``unknown_name``)."""
 

@@ -35,6 +35,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, SourceKey, TimeQuality
 from gateway.mqtt.acks import AckTracker
 from gateway.mqtt.connection import V5, V311, build_client, disconnected, paho_client, tls_context
+from gateway.mqtt.fastpublish import Publish
 from gateway.mqtt.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
@@ -249,7 +250,7 @@ class MqttSource:
         return take
 
     # --- receiving ---------------------------------------------------------------------------------
-    def _on_message(self, _client: paho.Client, _userdata: Any, m: paho.MQTTMessage) -> None:
+    def _on_message(self, _client: paho.Client, _userdata: Any, m: paho.MQTTMessage | Publish) -> None:
         """paho's callback, on the event loop: queue without decoding anything."""
         ctype = None
         props = m.properties
@@ -346,6 +347,7 @@ class MqttSource:
             waveforms=frame.waveforms,
             priority=self._rules.classify(frame.readings),
             kind=device.kind,
+            spectra=frame.spectra,
         )
         return batch, st
 
@@ -361,6 +363,7 @@ class MqttSource:
                 reason="missing_sequence",
             )
         times = [r.time_quality for r in frame.readings] + [w.time_quality for w in frame.waveforms]
+        times += [s.time_quality for s in frame.spectra]
         if not all(tq & _UNCORRECTED for tq in times):
             raise PayloadError(
                 "plain SenML frames must carry absolute times (≥ 2**28 s): relative times need 'boot' and 'seq'",

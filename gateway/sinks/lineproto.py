@@ -16,6 +16,13 @@ One point per reading and one point per waveform sample::
 - Waveform samples: field ``value=<int>i`` plus ``tq=<int>i`` when non-zero; time of sample ``k`` =
   ``start_ns + k * period_ns``. Long waveforms are formatted column-wise with numpy (no Python
   object per sample); short ones with a single ``join`` — both give byte-identical output.
+- Spectrum bins (research sensors): one point per bin, measurement = metric, tags ``device``, ``hz``
+  (the bin's frequency, an integer: ``round(axis_start + k * axis_step)``) and ``unit``, field
+  ``value`` (float: the shortest decimal that gives back the stored float32) plus ``tq=<int>i`` when
+  non-zero, all at the spectrum's time::
+
+    nig_s21_magnitude,device=<device_id>,hz=1000000000,unit=dB value=-3.5 1700000000000000000
+
 - Timestamps are nanoseconds: write with ``precision=ns``.
 
 Chunk layout: :func:`encode_batches` returns one ``bytes`` chunk per batch, in input order. A chunk is
@@ -34,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.errors import PayloadError
-from gateway.model import Batch, Reading, Waveform
+from gateway.model import Batch, Reading, Spectrum, Waveform
 
 __all__ = ["count_points", "encode_batch", "encode_batches", "escape_measurement", "escape_tag"]
 
@@ -220,6 +227,18 @@ def _waveform_lines(prefix: str, w: Waveform) -> bytes:
     return fast if fast is not None else _waveform_join(prefix, suffix, w)
 
 
+def _spectrum_lines(device: str, s: Spectrum) -> bytes:
+    if s.axis_unit != "Hz":  # the model admits only Hz axes today
+        raise PayloadError(f"spectrum {s.metric!r}: no line-protocol tag for axis unit {s.axis_unit!r}")
+    head = f"{escape_measurement(s.metric)},device={escape_tag(device)},hz="
+    tail = f",unit={escape_tag(s.unit)} value="
+    tq = int(s.time_quality)
+    end = f",tq={tq}i {int(s.time_ns)}" if tq else f" {int(s.time_ns)}"
+    hz = np.rint(s.axis()).astype(np.int64).tolist()
+    values = [np.format_float_positional(v, unique=True, trim="0") for v in s.values]
+    return "\n".join([f"{head}{f}{tail}{v}{end}" for f, v in zip(hz, values, strict=True)]).encode()
+
+
 def encode_batch(batch: Batch) -> bytes:
     """The line-protocol chunk of one batch: lines joined by ``\\n``, no trailing newline."""
     device = batch.key.device_id
@@ -229,6 +248,9 @@ def encode_batch(batch: Batch) -> bytes:
     for w in batch.waveforms:
         if w.samples.size:
             parts.append(_waveform_lines(_series_prefix(w.metric, device, w.unit), w))
+    for s in batch.spectra:
+        if s.values.size:
+            parts.append(_spectrum_lines(device, s))
     return b"\n".join(parts)
 
 

@@ -58,6 +58,25 @@ MIGRATIONS = (
     CREATE INDEX readings_stored ON readings(stored_ns);
     CREATE INDEX waveforms_stored ON waveforms(stored_ns)
     """,
+    # spectra of research sensors: one row per spectrum, values as float32 little-endian
+    """
+    CREATE TABLE spectra (
+        device TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        t_ns INTEGER NOT NULL,
+        unit TEXT NOT NULL,
+        axis_start REAL NOT NULL,
+        axis_step REAL NOT NULL,
+        axis_unit TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        "values" BLOB NOT NULL,
+        tq INTEGER NOT NULL,
+        stored_ns INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (device, metric, t_ns)
+    ) WITHOUT ROWID;
+    CREATE INDEX spectra_time ON spectra(t_ns);
+    CREATE INDEX spectra_stored ON spectra(stored_ns)
+    """,
 )
 
 
@@ -96,6 +115,7 @@ class LocalSink:
     def _write(self, batches: Sequence[Batch]) -> None:
         rows: list[tuple[Any, ...]] = []
         waves: list[tuple[Any, ...]] = []
+        spectra: list[tuple[Any, ...]] = []
         stored = (time.time_ns(),)
         for b in batches:
             d = (b.device_id,)
@@ -114,10 +134,28 @@ class LocalSink:
                         stored[0],
                     )
                 )
+            for s in b.spectra:
+                spectra.append(
+                    (
+                        b.device_id,
+                        s.metric,
+                        s.time_ns,
+                        s.unit,
+                        float(s.axis_start),
+                        float(s.axis_step),
+                        s.axis_unit,
+                        int(s.values.size),
+                        s.values.astype("<f4").tobytes(),
+                        int(s.time_quality),
+                        stored[0],
+                    )
+                )
         with self._tlock:
-            self._commit_rows(rows, waves)
+            self._commit_rows(rows, waves, spectra)
 
-    def _commit_rows(self, rows: list[tuple[Any, ...]], waves: list[tuple[Any, ...]]) -> None:
+    def _commit_rows(
+        self, rows: list[tuple[Any, ...]], waves: list[tuple[Any, ...]], spectra: list[tuple[Any, ...]]
+    ) -> None:
         c = self._conn
         with write_transaction(c):
             if rows:
@@ -127,6 +165,12 @@ class LocalSink:
                     "INSERT OR REPLACE INTO waveforms (device, metric, start_ns, period_ns, unit, n, samples, tq,"
                     " stored_ns) VALUES (?,?,?,?,?,?,?,?,?)",
                     waves,
+                )
+            if spectra:
+                c.executemany(
+                    "INSERT OR REPLACE INTO spectra (device, metric, t_ns, unit, axis_start, axis_step, axis_unit, n,"
+                    ' "values", tq, stored_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)',
+                    spectra,
                 )
 
     # --- housekeeping (called from the housekeeper's thread) ---------------------------------------
@@ -142,7 +186,7 @@ class LocalSink:
         with self._tlock:
             row = self._conn.execute(
                 "SELECT MIN(s) FROM (SELECT MIN(stored_ns) AS s FROM readings UNION ALL"
-                " SELECT MIN(stored_ns) FROM waveforms)"
+                " SELECT MIN(stored_ns) FROM waveforms UNION ALL SELECT MIN(stored_ns) FROM spectra)"
             ).fetchone()
             if row[0] is None:
                 return 0
@@ -161,15 +205,23 @@ class LocalSink:
         with write_transaction(c):
             n = c.execute("DELETE FROM readings WHERE stored_ns < ?", (cutoff_ns,)).rowcount
             n += c.execute("DELETE FROM waveforms WHERE stored_ns < ?", (cutoff_ns,)).rowcount
+            n += c.execute("DELETE FROM spectra WHERE stored_ns < ?", (cutoff_ns,)).rowcount
         return int(n)
 
     # --- reads (status, tests, the dataspace endpoint later) ----------------------------------------
     def count(self) -> tuple[int, int]:
-        """(readings, waveform samples) held."""
+        """(readings, waveform samples + spectrum bins) held, as :attr:`Batch.n_samples` counts them."""
         with self._tlock:
             r = self._conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
             s = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM waveforms").fetchone()[0]
-        return int(r), int(s)
+            b = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM spectra").fetchone()[0]
+        return int(r), int(s) + int(b)
+
+    def count_spectra(self) -> tuple[int, int]:
+        """(spectra, spectrum bins) held."""
+        with self._tlock:
+            n, bins = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM spectra").fetchone()
+        return int(n), int(bins)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
