@@ -318,7 +318,7 @@ class FleetRun:
         if g.cgm is not None:
             now_s = p.now_s()
             readings: list[Record] = [
-                {"n": "cgm-glucose", "u": "kg/m3", "v": r.mg_dl / 100, "t": round(r.time_s - now_s, 3)}
+                {"n": "cgm-glucose", "u": "kg/m3", "v": r.mg_dl / 100, "t": round((r.time_s - now_s) / self.speed, 3)}
                 for r in g.cgm.take(now_s)
                 if r.mg_dl is not None
             ]
@@ -340,7 +340,9 @@ class FleetRun:
             for g in self.g5.values():
                 if now >= g.next_frame:
                     g.next_frame += g.spec.frame_every_s
-                    g.device.send(self.ward.epoch() + g.device.clock_offset_s, self._frame(g))
+                    # stamped by the host's wall clock (a gateway refuses times ahead of its own), the values
+                    # from the ward; a CGM reading's relative time is scaled to real seconds
+                    g.device.send(time.time() + g.device.clock_offset_s, self._frame(g))
                 g.device.resend_due()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
