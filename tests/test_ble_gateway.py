@@ -217,3 +217,23 @@ async def test_a_device_registered_by_serial_only_is_found_and_strangers_are_lef
     assert set(devices) == {device_id(mine.identity)}
     rows = history(tmp_path, "SELECT DISTINCT device FROM readings")
     assert rows == [(device_id(mine.identity),)]
+
+
+async def test_a_cgm_notification_with_a_bad_crc_costs_no_record(tmp_path: Path) -> None:
+    cgm = Cgm(ident(Profile.CGM, 500), records=30, interval_s=0.2)
+    cgm.faults.bad_crc = 3  # the first records the gateway receives are corrupted
+    dev = device_id(cgm.identity)
+
+    def offsets() -> list[int]:
+        rows = history(tmp_path, "SELECT seq FROM readings WHERE device = ? AND metric = 'glucose_isf'", dev)
+        return sorted(int(s) for (s,) in rows)
+
+    async with ble_gateway(tmp_path, [cgm]) as (gw, _sim):
+        await until(
+            lambda: (
+                settled(gw) and offsets() == sorted(r.time_offset_min for r in cgm.records) and len(offsets()) >= 30
+            ),
+            what="every CGM record, the corrupted ones fetched again",
+        )
+        bad = gw.metrics.registry.get_sample_value("ds4h_rejected_total", {"reason": "bad_crc"})
+    assert bad is not None and bad >= 1

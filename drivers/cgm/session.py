@@ -5,7 +5,8 @@ live and in the backfill is stored once. The watermark (session start, last comm
 only after a COMMIT, and only once the backfill of this connection is complete — before that a live
 record ahead of a gap must not let a crash skip the gap. A new sensor session (another start time)
 restarts offsets at 0: everything the sensor holds is fetched. With E2E-CRC (CGM Feature bit 12), a
-notification with a bad CRC is quarantined (``bad_crc``) and counted.
+notification with a bad CRC is quarantined (``bad_crc``) and counted, the watermark is frozen below it and
+the records are fetched again by RACP from there.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 WATERMARK = "last_record"
 CHUNK = 64
+RESYNC_ATTEMPTS = 3
 
 
 class CgmSession:
@@ -51,6 +53,10 @@ class CgmSession:
         self._backfilled = False
         self._subscribed = False
         self._max_committed = -1
+        self._gap = False
+        """A notification was rejected: the watermark must not move past the records it carried."""
+        self._resync = asyncio.Event()
+        self._racp_started = False
 
     def _on_measurement(self, _c: BleakGATTCharacteristic, data: bytearray) -> None:
         raw = bytes(data)
@@ -59,6 +65,10 @@ class CgmSession:
             m = CgmMeasurement.from_bytes(raw, crc=self._crc)
         except PayloadError as e:
             self._ctx.reject(e.reason, str(e), raw)
+            # the sensor still holds the record(s) this notification carried: freeze the watermark below
+            # them and fetch again from there (RACP), so a corrupted notification costs no data
+            self._gap = True
+            self._resync.set()
             return
         self._queue.put_nowait((m, self._ctx.now_ns()))
 
@@ -76,24 +86,47 @@ class CgmSession:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._commit_loop())
             await self._backfill()
+            if self._racp_started:
+                await self._resync_loop()
+
+    def _watermark(self) -> int | None:
+        """The saved watermark's time offset, if it belongs to the sensor's current session."""
+        mark = self._ctx.load_state(WATERMARK)
+        session, _, offset = (mark or "").partition(":")
+        return int(offset) if mark is not None and session == self._session_id else None
+
+    async def _fetch(self, request: RacpRequest) -> None:
+        answer = await self._racp.request(request)
+        if isinstance(answer, RacpResponse) and not (answer.success or answer.no_records):
+            raise PayloadError(f"CGM answered RACP op {answer.request_op:#04x} with code {answer.code}")
+        await self._queue.join()  # every fetched record committed
+
+    async def _resync_loop(self) -> None:
+        """After a corrupted notification: fetch again from the frozen watermark (a few times at most per
+        connection; if the gap persists the watermark stays frozen and the next connection retries)."""
+        for _ in range(RESYNC_ATTEMPTS):
+            await self._resync.wait()
+            self._resync.clear()
+            self._gap = False
+            offset = self._watermark()
+            self._ctx.log.info("CGM: a notification was corrupted; fetching again from offset %s", offset)
+            await self._fetch(
+                RacpRequest.report_all() if offset is None else RacpRequest.report_from_time_offset(offset)
+            )
+            if not self._gap and self._max_committed >= 0:
+                self._save_mark()
+        await asyncio.Event().wait()  # keep streaming with the watermark frozen
 
     async def _backfill(self) -> None:
         if not has_characteristic(self._client, RACP_UUID):
             self._backfilled = True
             return
         await self._racp.start()
-        mark = self._ctx.load_state(WATERMARK)
-        session, _, offset = (mark or "").partition(":")
-        if mark is not None and session == self._session_id:
-            request = RacpRequest.report_from_time_offset(int(offset))
-        else:
-            request = RacpRequest.report_all()
-        answer = await self._racp.request(request)
-        if isinstance(answer, RacpResponse) and not (answer.success or answer.no_records):
-            raise PayloadError(f"CGM answered RACP op {answer.request_op:#04x} with code {answer.code}")
-        await self._queue.join()  # every backfilled record committed
+        self._racp_started = True
+        offset = self._watermark()
+        await self._fetch(RacpRequest.report_all() if offset is None else RacpRequest.report_from_time_offset(offset))
         self._backfilled = True
-        if self._max_committed >= 0:
+        if self._max_committed >= 0 and not self._gap:
             self._save_mark()
         self._ctx.log.info("CGM backfill complete")
 
@@ -114,7 +147,7 @@ class CgmSession:
                         last = max(last, rec.time_offset_min)
                 await self._ctx.commit(batches)
                 self._max_committed = max(self._max_committed, last)
-                if self._backfilled and last >= 0:
+                if self._backfilled and last >= 0 and not self._gap:
                     self._save_mark()
             finally:
                 for _ in items:
