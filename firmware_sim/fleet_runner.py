@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from paho.mqtt.enums import MQTTProtocolVersion
+
 from firmware_sim.ble.clock import DeviceClock
 from firmware_sim.ble.identity import Profile, device_identity
 from firmware_sim.fleet_devices import (
@@ -107,6 +109,7 @@ class FleetRun:
         hub: tuple[str, int] | None,
         broker: tuple[str, int] | None,
         pki_dir: Path | None = None,
+        protocol: str = "5",
         speed: float | None = None,
         resend_after_s: float = 5.0,
         progress_s: float = 5.0,
@@ -139,6 +142,7 @@ class FleetRun:
                     kind=G5Kind(d.kind).mqtt_kind,
                     ecg_fs=d.ecg_fs,
                     resend_after_s=resend_after_s,
+                    protocol=MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311,
                 )
                 view = self.ward.patient(d.patient)
                 cgm = d.kind == G5Kind.CGM
@@ -180,11 +184,28 @@ class FleetRun:
 
     # ------------------------------------------------------------------ the device list
 
+    def fault_plan(self, device_id: str) -> list[dict[str, Any]]:
+        """The faults scheduled for a device, in real seconds at this run's speed (``every``: the mean gap)."""
+        out: list[dict[str, Any]] = []
+        for f in self.scenario.faults:
+            if device_id not in f.targets or not f.times_s:
+                continue
+            times = sorted(f.times_s)
+            plan: dict[str, Any] = {"kind": f.kind.value, "first_s": round(times[0] / self.speed, 1)}
+            if len(times) > 1:
+                plan["every_s"] = round((times[-1] - times[0]) / (len(times) - 1) / self.speed, 1)
+            if f.duration_s:
+                plan["duration_s"] = round(f.duration_s / self.speed, 1)
+            out.append(plan)
+        return out
+
     def device_lines(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for d in self.scenario.devices:
             base: dict[str, Any] = {"id": d.device_id, "kind": d.kind, "gateway_kind": GATEWAY_KIND[d.kind]}
             base["patient"] = d.patient
+            if faults := self.fault_plan(d.device_id):
+                base["faults"] = faults
             if d.ble:
                 out.append({**base, "transport": "ble", **self.ble[d.device_id].device.identity.as_dict()})
             else:
@@ -500,6 +521,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--hub", help="HOST:PORT of the BLE hub (needed when the scenario has BLE devices)")
     p.add_argument("--broker", help="HOST:PORT of the MQTT broker (needed when the scenario has 5G devices)")
     p.add_argument("--pki-dir", type=Path, help="the site's pki directory (ca.crt, devices/<id>.crt|.key)")
+    p.add_argument(
+        "--protocol",
+        choices=("5", "3.1.1"),
+        default="5",
+        help="5G devices' MQTT version (default: 5); without --pki-dir they connect over plain TCP (loopback only)",
+    )
     p.add_argument("--speed", type=float, help="ward time per real second (default: the scenario's)")
     p.add_argument(
         "--duration", type=float, help="real seconds to run (default: the scenario's duration, else until stopped)"
@@ -529,6 +556,7 @@ async def run(args: argparse.Namespace) -> int:
         hub=hub,
         broker=broker,
         pki_dir=args.pki_dir,
+        protocol=args.protocol,
         speed=args.speed,
         resend_after_s=args.resend_after,
         progress_s=args.progress,

@@ -257,18 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=60.0, help="simulated-time speed-up for slow signals")
     demo.add_argument("--port", type=int, default=0, help="control API port (default: a free one)")
     demo.add_argument(
-        "--mqtt-devices",
-        type=int,
-        default=2,
-        help="simulated 5G cardiac monitors over MQTT (default 2; 0: none). Uses a local mosquitto with "
-        "mutual TLS when installed, else an embedded MQTT 3.1.1 broker on loopback",
-    )
-    demo.add_argument(
-        "--ble-devices",
-        type=int,
-        default=1,
-        help="simulated BLE devices of each profile (heart rate, BP, oximeter, glucose meter, CGM, ECG) on a "
-        "virtual radio (default 1; 0: none)",
+        "--ward",
+        default="demo-ward",
+        metavar="SCENARIO",
+        help="a ds4h-sim fleet scenario run alongside (default demo-ward: 3 patients, BLE devices on a virtual "
+        "radio, 5G devices over MQTT, recurring faults; 'none': no ward). 5G devices use a local mosquitto "
+        "with mutual TLS when installed, else an embedded MQTT 3.1.1 broker on loopback",
     )
     demo.add_argument(
         "--embedded-broker", action="store_true", help="use the embedded broker even when mosquitto is installed"

@@ -1,10 +1,11 @@
 """``ds4h-gateway demo``: the gateway on embedded defaults, fed by simulated patients, with a live view.
 
 The simulated devices run in their own processes and reach the gateway only over the wire: patients'
-devices over the local ingest API (``python -m firmware_sim http``), 5G cardiac monitors over MQTT
-(``python -m firmware_sim mqtt``) through a local broker (gateway.mqtt.demo_broker: mosquitto with mutual
-TLS when installed, else an embedded broker). State lives in a temporary directory unless ``--state-dir``
-is given; the only sink is the local history.
+devices over the local ingest API (``python -m firmware_sim http``), and a small ward (gateway.demo_ward:
+``python -m firmware_sim fleet demo-ward``) — BLE devices on a virtual radio (gateway.ble.demo_radio) and
+5G devices over MQTT through a local broker (gateway.mqtt.demo_broker: mosquitto with mutual TLS when
+installed, else an embedded broker), with a recurring fault schedule the live view makes visible. State
+lives in a temporary directory unless ``--state-dir`` is given; the only sink is the local history.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from gateway import demo_ward
 from gateway.ble import demo_radio
 from gateway.ble.demo_radio import DemoRadio
 from gateway.config import Config, parse_config
+from gateway.demo_ward import LinkTracker, Ward
 from gateway.errors import GatewayError
 from gateway.mqtt.demo_broker import DemoBroker
 from gateway.mqtt.demo_broker import start as start_broker
@@ -56,7 +59,22 @@ async def _sim_devices(patients: int) -> dict[str, dict[str, str]]:
     return {device_id: {"kind": d["kind"]} for device_id, d in listed.items()}
 
 
-def _view(gw: Gateway, rate: float, sim_running: bool) -> Group:
+def _link(s: dict[str, Any], links: LinkTracker, device_id: str, ward: Ward | None) -> Text:
+    ble = s.get("ble", {}).get("devices", {}).get(device_id)
+    if ble is not None:
+        t = Text("BLE up", "green") if ble["connected"] else Text("BLE down", "bold red")
+        if links.reconnects.get(device_id):
+            t.append(f" ↻{links.reconnects[device_id]}", "yellow")
+        if ble.get("failures"):
+            t.append(f" ✗{ble['failures']}", "red")
+        return t
+    if ward is not None and device_id in ward.g5:
+        state = s.get("mqtt", {}).get("device_status", {}).get(device_id, {}).get("state")
+        return Text(f"5G {state or 'mqtt'}", "green" if state in (None, "online") else "yellow")
+    return Text("http", "dim")
+
+
+def _view(gw: Gateway, rate: float, sims: str, ward: Ward | None, links: LinkTracker) -> Group:
     s = gw.stats()
     c = s["counters"]
     head = Text.assemble(
@@ -68,17 +86,24 @@ def _view(gw: Gateway, rate: float, sim_running: bool) -> Group:
             "yellow",
         ),
     )
+    quarantine: dict[str, int] = s.get("quarantine", {})
     totals = Table(show_header=True, header_style="bold")
-    for col in ("committed", "points/s", "duplicates", "lost", "quarantined", "simulator"):
+    for col in ("committed", "points/s", "duplicates", "lost", "quarantined", "BLE drops", "simulators"):
         totals.add_column(col, justify="right")
     totals.add_row(
         f"{c['readings_committed']:,}",
         f"{rate:,.0f}",
-        f"{c['batches_duplicate']:,}",
+        f"{c['batches_duplicate']:,}" + (f" (5G {s['mqtt']['messages']['duplicate']})" if "mqtt" in s else ""),
         f"{c['readings_lost']}",
-        f"{sum(s.get('quarantine', {}).values()):,}",
-        "running" if sim_running else "stopped",
+        f"{sum(quarantine.values()):,}",
+        f"{sum(links.drops.values())}",
+        sims,
     )
+    parts: list[Any] = [head, totals]
+    if quarantine:
+        parts.append(Text("quarantine by reason: " + " · ".join(f"{r} {n}" for r, n in quarantine.items()), "yellow"))
+    if ward is not None:
+        parts.append(Text.assemble((f"ward {ward.scenario}  ", "bold magenta"), (ward.progress or "starting…", "")))
     sinks = Table(show_header=True, header_style="bold")
     for col in ("sink", "forwarded", "pending batches", "oldest (s)", "dead letters"):
         sinks.add_column(col, justify="right")
@@ -91,49 +116,42 @@ def _view(gw: Gateway, rate: float, sim_running: bool) -> Group:
             str(o.get("oldest_age_s", "…")),
             str(o.get("dead_letters", "…")),
         )
+    active = ward.active_faults() if ward is not None else {}
     devices = Table(show_header=True, header_style="bold")
-    for col in ("device", "kind", "state", "points", "last commit (s ago)", "latest reading"):
+    for col in ("device", "patient", "kind", "link", "fault now", "points", "last commit (s ago)", "latest reading"):
         devices.add_column(col, justify="right" if col in ("points", "last commit (s ago)") else "left")
     for d in s["devices"]:
+        patient = ward.patient(d["id"]) if ward is not None else None
         devices.add_row(
             d["id"],
-            d["kind"],
-            "enabled" if d["enabled"] else "disabled",
+            "" if patient is None else str(patient),
+            d["kind"] if d["enabled"] else f"{d['kind']} (disabled)",
+            _link(s, links, d["id"], ward),
+            Text(", ".join(active.get(d["id"], [])), "bold red"),
             f"{d.get('points', 0):,}",
             str(d.get("last_commit_age_s", "—")),
             d.get("latest") or "",
         )
-    return Group(head, totals, sinks, devices, Text("Ctrl-C stops", style="dim"))
-
-
-def _mqtt_sim(broker: DemoBroker, state_dir: Path, device_ids: list[str]) -> list[str]:
-    cmd = [
-        sys.executable, "-m", "firmware_sim", "mqtt", "--broker", f"127.0.0.1:{broker.port}",
-        "--device-ids", ",".join(device_ids), "--protocol", broker.protocol, "--ecg-fs", "130",
-        "--settle-timeout", "10",
-    ]  # fmt: skip
-    if broker.tls:
-        cmd += ["--pki-dir", str(state_dir / "pki")]
-    return cmd
+    return Group(*parts, sinks, devices, Text("Ctrl-C stops", style="dim"))
 
 
 async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     devices = await _sim_devices(args.patients)
     await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
-    mqtt_ids = [f"g5-{i + 1:02d}" for i in range(max(0, args.mqtt_devices))]
+    ward: Ward | None = None
+    if args.ward != "none":
+        if demo_radio.available():
+            ward = await demo_ward.list_ward(args.ward)
+        else:
+            log.warning("the ward is skipped: bumble is not installed (pip install 'ds4h-gateway[sim]')")
     broker: DemoBroker | None = None
-    if mqtt_ids:
-        broker = await start_broker(
-            state_dir, dict.fromkeys(mqtt_ids, "cardiac_monitor"), prefer_mosquitto=not args.embedded_broker
-        )
+    if ward is not None and ward.g5:
+        broker = await start_broker(state_dir, ward.g5, prefer_mosquitto=not args.embedded_broker)
     radio: DemoRadio | None = None
     try:
-        if args.ble_devices > 0:
-            if demo_radio.available():
-                radio = await demo_radio.start(args.ble_devices)
-                devices.update(radio.devices)
-            else:
-                log.warning("BLE devices skipped: bumble is not installed (pip install 'ds4h-gateway[sim]')")
+        if ward is not None and ward.ble:
+            radio = await demo_radio.start_hub()
+            devices.update(ward.ble)
         raw: dict[str, Any] = {
             "gateway": {"name": "ds4h-demo", "state_dir": str(state_dir), "shutdown_flush_s": 10},
             "devices": devices,
@@ -142,9 +160,9 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         if broker is not None:
             raw["mqtt"] = broker.mqtt_section()
         if radio is not None:
-            raw["ble"] = radio.ble_section()
+            raw["ble"] = radio.ble_section(store_interval_s=5.0)
         config = parse_config(raw, "<demo defaults>")
-        return await _run(args, state_dir, config, broker, mqtt_ids)
+        return await _run(args, state_dir, config, broker, radio, ward)
     finally:
         if radio is not None:
             await radio.stop()
@@ -152,8 +170,30 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             await broker.stop()
 
 
+def _announce(gw: Gateway, state_dir: Path, config: Config, broker: DemoBroker | None, ward: Ward | None) -> None:
+    print(f"control API: {gw.url}  (metrics: {gw.url}/metrics, token: {state_dir / 'control.token'})")
+    if ward is None:
+        return
+    print(f"ward: {ward.scenario} — {len(ward.ble)} BLE + {len(ward.g5)} 5G devices (ds4h-sim fleet {ward.scenario})")
+    if gw.ble is not None:
+        print(f"BLE: {len(ward.ble)} devices on a virtual radio ({config.ble.bumble_transport})")
+    if broker is not None:
+        tls = "mutual TLS, MQTT v5" if broker.tls else "plain MQTT 3.1.1 on loopback"
+        print(f"MQTT broker: {broker.kind} on 127.0.0.1:{broker.port} ({tls}), devices {', '.join(ward.g5)}")
+    plan = ward.fault_plan()
+    if plan:
+        print("faults to watch for (link / fault now / quarantine / duplicates in the live view):")
+        for line in plan:
+            print(f"  {line}")
+
+
 async def _run(
-    args: argparse.Namespace, state_dir: Path, config: Config, broker: DemoBroker | None, mqtt_ids: list[str]
+    args: argparse.Namespace,
+    state_dir: Path,
+    config: Config,
+    broker: DemoBroker | None,
+    radio: DemoRadio | None,
+    ward: Ward | None,
 ) -> dict[str, Any]:
     gw = Gateway(config)
     loop = asyncio.get_running_loop()
@@ -162,7 +202,8 @@ async def _run(
         loop.add_signal_handler(sig, stop.set)
     sim: asyncio.subprocess.Process | None = None
     ble_state: dict[str, Any] = {}
-    msim: asyncio.subprocess.Process | None = None
+    links = LinkTracker()
+    quarantine: dict[str, int] = {}
     try:
         async with asyncio.TaskGroup() as tg:
             gw_task = tg.create_task(gw.run(install_signal_handlers=False))
@@ -174,46 +215,57 @@ async def _run(
                 "--speed", str(args.speed),
             ]  # fmt: skip
             sim = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL)
-            if broker is not None:
-                msim = await asyncio.create_subprocess_exec(
-                    *_mqtt_sim(broker, state_dir, mqtt_ids),
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
+            if ward is not None:
+                await demo_ward.start(
+                    ward,
+                    demo_ward.fleet_cmd(
+                        ward,
+                        hub_port=radio.port if radio is not None else None,
+                        broker_port=broker.port if broker is not None else None,
+                        protocol=broker.protocol if broker is not None else "5",
+                        pki_dir=state_dir / "pki" if broker is not None and broker.tls else None,
+                    ),
                 )
             if not args.json:
-                print(f"control API: {gw.url}  (metrics: {gw.url}/metrics, token: {state_dir / 'control.token'})")
-                if gw.ble is not None:
-                    print(
-                        f"BLE: {len(gw.ble.slots)} simulated devices on a virtual radio ({config.ble.bumble_transport})"
-                    )
-                if broker is not None:
-                    tls = "mutual TLS, MQTT v5" if broker.tls else "plain MQTT 3.1.1 on loopback"
-                    print(
-                        f"MQTT broker: {broker.kind} on 127.0.0.1:{broker.port} ({tls}), devices {', '.join(mqtt_ids)}"
-                    )
+                _announce(gw, state_dir, config, broker, ward)
             deadline = None if args.duration is None else loop.time() + args.duration
-            await _watch(gw, sim, stop, deadline, live=not args.json)
+            await _watch(gw, sim, ward, links, stop, deadline, live=not args.json)
             if gw.ble is not None:
                 ble_state = gw.ble.stats()["devices"]
-            for p in (sim, msim):
-                if p is not None and p.returncode is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in (sim, msim):
-                if p is not None:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(15):
-                            await p.wait()
+            if sim.returncode is None:
+                sim.send_signal(signal.SIGTERM)
+            if ward is not None:
+                await demo_ward.stop(ward)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(15):
+                    await sim.wait()
+            quarantine = gw.stats().get("quarantine", {})
             gw.request_stop()
             await gw_task
     finally:
-        for p in (sim, msim):
-            if p is not None and p.returncode is None:
-                p.kill()
-                await p.wait()
+        if sim is not None and sim.returncode is None:
+            sim.kill()
+            await sim.wait()
+        if ward is not None and ward.running():
+            await demo_ward.stop(ward, timeout_s=0)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    return _summary(gw, state_dir, sim, broker, ward, ble_state, links, quarantine)
+
+
+def _summary(
+    gw: Gateway,
+    state_dir: Path,
+    sim: asyncio.subprocess.Process | None,
+    broker: DemoBroker | None,
+    ward: Ward | None,
+    ble_state: dict[str, Any],
+    links: LinkTracker,
+    quarantine: dict[str, int],
+) -> dict[str, Any]:
     c = gw.counters()
     activity = gw.committer.activity.snapshot()
+    mqtt = gw.mqtt_stats() if gw.mqtt is not None else None
     return {
         "did": gw.identity.did,
         "state_dir": str(state_dir),
@@ -225,13 +277,15 @@ async def _run(
         "batches_duplicate": c["batches_duplicate"],
         "simulator_exit": sim.returncode if sim else None,
         "mqtt": None
-        if broker is None or gw.mqtt is None
+        if broker is None or mqtt is None or ward is None
         else {
             "broker": broker.kind,
             "port": broker.port,
-            "devices": mqtt_ids,
-            "messages_committed": gw.mqtt_stats()["messages"]["committed"],
-            "simulator_exit": msim.returncode if msim else None,
+            "devices": sorted(ward.g5),
+            "messages_committed": mqtt["messages"]["committed"],
+            "messages_duplicate": mqtt["messages"]["duplicate"],
+            "points_committed": sum(int(activity.get(i, {}).get("points", 0)) for i in ward.g5),
+            "simulator_exit": ward.exit_code,
         },
         "ble": None
         if gw.ble is None
@@ -239,30 +293,59 @@ async def _run(
             "devices": sorted(ble_state),
             "connected_at_end": sum(1 for d in ble_state.values() if d["connected"]),
             "points_committed": sum(int(activity.get(i, {}).get("points", 0)) for i in ble_state),
+            "drops": dict(sorted(links.drops.items())),
+            "reconnects": dict(sorted(links.reconnects.items())),
+        },
+        "ward": None
+        if ward is None
+        else {
+            "scenario": ward.scenario,
+            "devices": [d["id"] for d in ward.devices],
+            "faults_fired": None if ward.summary is None else ward.summary.get("faults_fired"),
+            "settled": None if ward.summary is None else ward.summary.get("settled"),
+            "quarantine": quarantine,
+            "simulator_exit": ward.exit_code,
         },
     }
 
 
+def _sims(sim: asyncio.subprocess.Process, ward: Ward | None) -> str:
+    out = "http " + ("running" if sim.returncode is None else "stopped")
+    if ward is not None:
+        out += ", ward " + ("running" if ward.running() else f"stopped ({ward.exit_code})")
+    return out
+
+
 async def _watch(
-    gw: Gateway, sim: asyncio.subprocess.Process, stop: asyncio.Event, deadline: float | None, live: bool
+    gw: Gateway,
+    sim: asyncio.subprocess.Process,
+    ward: Ward | None,
+    links: LinkTracker,
+    stop: asyncio.Event,
+    deadline: float | None,
+    live: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
     last_n, last_t = 0, time.monotonic()
     rate = 0.0
     ctx: contextlib.AbstractContextManager[Any] = (
-        Live(_view(gw, 0, True), refresh_per_second=4, transient=False) if live else contextlib.nullcontext()
+        Live(_view(gw, 0, _sims(sim, ward), ward, links), refresh_per_second=4, transient=False)
+        if live
+        else contextlib.nullcontext()
     )
     with ctx as view:
         while not stop.is_set() and (deadline is None or loop.time() < deadline):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await stop.wait()
+            if gw.ble is not None:
+                links.update(gw.ble.stats()["devices"])
             now = time.monotonic()
             n = gw.counters()["readings_committed"]
             rate = (n - last_n) / max(1e-6, now - last_t)
             last_n, last_t = n, now
             if view is not None:
-                view.update(_view(gw, rate, sim.returncode is None))
+                view.update(_view(gw, rate, _sims(sim, ward), ward, links))
 
 
 def run_demo(args: argparse.Namespace) -> int:

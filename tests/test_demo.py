@@ -18,7 +18,7 @@ def test_demo_json_and_metrics_while_running(tmp_path: Path, broker: str) -> Non
     state = tmp_path / "demo-state"
     extra = ["--embedded-broker"] if broker == "embedded" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--duration", "15", "--json", "--state-dir", str(state), *extra],
+        [sys.executable, "-m", "gateway.cli", "demo", "--duration", "20", "--json", "--state-dir", str(state), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -51,11 +51,18 @@ def test_demo_json_and_metrics_while_running(tmp_path: Path, broker: str) -> Non
     assert summary["readings_forwarded"] == summary["readings_committed"]
     assert summary["did"].startswith("did:key:z6Mk")
     assert not (state / "control.json").exists()
-    # the simulated 5G devices delivered over MQTT through the demo's own broker
+    # the ward's 5G devices delivered over MQTT through the demo's own broker
     mqtt = summary["mqtt"]
     assert mqtt["broker"] == ("amqtt" if broker == "embedded" else "mosquitto")
-    assert mqtt["messages_committed"] > 0 and mqtt["simulator_exit"] == 0
-    # and the simulated BLE devices (one per profile) delivered over the virtual radio
+    assert mqtt["devices"] == ["ward-cgm-01", "ward-mon-01"]
+    assert mqtt["messages_committed"] > 0 and mqtt["points_committed"] > 0 and mqtt["simulator_exit"] == 0
+    # and the ward's BLE devices (one per profile, two HR straps) delivered over the virtual radio
     ble = summary["ble"]
-    assert len(ble["devices"]) == 6
-    assert ble["connected_at_end"] >= 4 and ble["points_committed"] > 0
+    assert len(ble["devices"]) == 7
+    assert ble["connected_at_end"] >= 5 and ble["points_committed"] > 0
+    # the ward ran its scenario, and at least one scheduled fault was visible at the gateway within the run:
+    # a strap's drop-out (link down, then up again) or garbage notifications quarantined
+    ward = summary["ward"]
+    assert ward["scenario"] == "demo-ward" and len(ward["devices"]) == 9
+    assert ward["faults_fired"] > 0 and ward["simulator_exit"] == 0
+    assert ble["drops"].get("heart-rate-0", 0) > 0 or ward["quarantine"].get("malformed", 0) > 0

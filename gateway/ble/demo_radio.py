@@ -47,13 +47,13 @@ class DemoRadio:
     def transport(self) -> str:
         return f"tcp-client:127.0.0.1:{self.port}"
 
-    def ble_section(self) -> dict[str, Any]:
+    def ble_section(self, *, store_interval_s: float = 30.0) -> dict[str, Any]:
         return {
             "enabled": True,
             "backend": "bumble",
             "bumble_transport": self.transport,
             "max_connections": 8,
-            "store_interval_s": 30.0,
+            "store_interval_s": store_interval_s,
         }
 
     async def stop(self) -> None:
@@ -78,8 +78,8 @@ async def _line(proc: asyncio.subprocess.Process, what: str) -> str:
     return line
 
 
-async def start(per_profile: int, seed: int = 1) -> DemoRadio:
-    """Start the hub and ``per_profile`` simulated devices of each profile."""
+async def start_hub() -> DemoRadio:
+    """Start the virtual radio hub alone (devices attach to it later, e.g. a ``ds4h-sim fleet`` ward)."""
     hub = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "firmware_sim.ble.hub", "--port", "0", stdout=asyncio.subprocess.PIPE
     )
@@ -89,6 +89,17 @@ async def start(per_profile: int, seed: int = 1) -> DemoRadio:
         if not ready.startswith("READY "):
             raise GatewayError(f"the virtual radio hub said {ready!r}")
         radio.port = int(ready.split()[1])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await radio.stop()
+        raise
+    return radio
+
+
+async def start(per_profile: int, seed: int = 1) -> DemoRadio:
+    """Start the hub and ``per_profile`` simulated devices of each profile (``ds4h-sim ble``)."""
+    radio = await start_hub()
+    try:
         counts = [str(per_profile)] * len(SIM_FLAGS)
         flags = [x for pair in zip(SIM_FLAGS, counts, strict=True) for x in pair]
         sim = await asyncio.create_subprocess_exec(
