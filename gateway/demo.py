@@ -305,6 +305,7 @@ def _summary(
             "settled": None if ward.summary is None else ward.summary.get("settled"),
             "quarantine": quarantine,
             "simulator_exit": ward.exit_code,
+            **({"simulator_errors": ward.errors} if ward.exit_code else {}),
         },
     }
 

@@ -27,8 +27,11 @@ LIST_TIMEOUT_S = 60.0
 @dataclass
 class Ward:
     scenario: str
+    """The scenario's name (as the fleet reports it)."""
     devices: list[dict[str, Any]]
     """The fleet's device lines (``--list``)."""
+    source: str = ""
+    """What ``--ward`` named: a shipped scenario's name or a scenario file (what the fleet is run with)."""
     proc: asyncio.subprocess.Process | None = None
     progress: str = ""
     """The fleet's latest progress line, without its ``[fleet]`` prefix."""
@@ -100,13 +103,23 @@ async def list_ward(scenario: str) -> Ward:
     lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
     if not lines or "listed" not in lines[-1]:
         raise GatewayError(f"the ward {scenario!r} listed no devices")
-    return Ward(str(lines[-1]["scenario"]), lines[:-1])
+    return Ward(str(lines[-1]["scenario"]), lines[:-1], source=scenario)
 
 
 def fleet_cmd(
     ward: Ward, *, hub_port: int | None, broker_port: int | None, protocol: str, pki_dir: Path | None
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "firmware_sim", "fleet", ward.scenario, "--progress", "1", "--settle-timeout", "10"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "firmware_sim",
+        "fleet",
+        ward.source or ward.scenario,
+        "--progress",
+        "1",
+        "--settle-timeout",
+        "10",
+    ]
     if hub_port is not None:
         cmd += ["--hub", f"127.0.0.1:{hub_port}"]
     if broker_port is not None:
