@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from bumble.device import Connection
-from bumble.pairing import PairingConfig
+from bumble.pairing import PairingConfig, PairingDelegate
 
 from firmware_sim.ble.devices.heart_rate import HeartRateStrap
 from firmware_sim.ble.identity import DeviceIdentity, Profile
@@ -17,13 +17,17 @@ from tests.blegw import ble_gateway, device_id, ident, until
 class SecureStrap(HeartRateStrap):
     """A strap that requests pairing on every connection; ``legacy`` peers cannot do Secure Connections."""
 
-    def __init__(self, identity: DeviceIdentity, *, legacy: bool = False) -> None:
+    def __init__(self, identity: DeviceIdentity, *, legacy: bool = False, key_size: int = 16) -> None:
         super().__init__(identity, interval_s=0.2)
         self.legacy = legacy
+        self.key_size = key_size
         self.bonded: list[bool] = []
 
     def on_connection(self, connection: Connection) -> None:
-        self.device.pairing_config_factory = lambda _c: PairingConfig(sc=not self.legacy, mitm=False, bonding=True)
+        delegate = PairingDelegate(maximum_encryption_key_size=self.key_size)
+        self.device.pairing_config_factory = lambda _c: PairingConfig(
+            sc=not self.legacy, mitm=False, bonding=True, delegate=delegate
+        )
         connection.on(connection.EVENT_PAIRING, lambda _keys: self.bonded.append(True))
         connection.request_pairing()
 
@@ -65,6 +69,16 @@ async def test_legacy_pairing_peer_is_refused_even_inside_the_window(tmp_path: P
     async with ble_gateway(tmp_path, [strap]) as (gw, _sim):
         gw.ble.pairing.open_window(30)
         await until(lambda: outcomes(gw)["refused_legacy"] >= 1, what="legacy pairing refused")
+        assert strap.bonded == []
+        assert outcomes(gw)["accepted"] == 0
+    assert not bonds(tmp_path)
+
+
+async def test_a_peer_offering_short_keys_is_refused(tmp_path: Path) -> None:
+    strap = SecureStrap(ident(Profile.HEART_RATE, 302), key_size=7)
+    async with ble_gateway(tmp_path, [strap]) as (gw, _sim):
+        gw.ble.pairing.open_window(30)
+        await until(lambda: outcomes(gw)["refused_key_size"] >= 1, what="a 7-byte key refused")
         assert strap.bonded == []
         assert outcomes(gw)["accepted"] == 0
     assert not bonds(tmp_path)
