@@ -1,9 +1,9 @@
-"""The demo's Bluetooth: a virtual radio and simulated BLE devices, each in its own process.
+"""The demo's Bluetooth: a virtual radio in its own process.
 
-``python -m firmware_sim.ble.hub`` owns a bumble ``LocalLink`` and serves HCI over TCP on loopback;
-``python -m firmware_sim ble --hub …`` runs one simulated device of each profile on it; the gateway's
-bumble backend attaches as a central through ``tcp-client:127.0.0.1:PORT``, exactly as it would to a
-radio in another process. Needs the ``sim`` extra (bumble).
+``python -m firmware_sim.ble.hub`` owns a bumble ``LocalLink`` and serves HCI over TCP on loopback; the
+demo's ward (``ds4h-sim fleet``, gateway/demo_ward.py) attaches its simulated devices to it, and the
+gateway's bumble backend attaches as a central through ``tcp-client:127.0.0.1:PORT``, exactly as it would
+to a radio in another process. Needs the ``sim`` extra (bumble).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import json
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -19,15 +18,6 @@ from typing import Any
 
 from gateway.errors import GatewayError
 
-DRIVER_BY_PROFILE = {
-    "heart-rate": "heart_rate",
-    "blood-pressure": "blood_pressure",
-    "pulse-oximeter": "pulse_oximeter",
-    "glucose-meter": "glucose_meter",
-    "cgm": "cgm",
-    "ecg": "polar_ecg",
-}
-SIM_FLAGS = ("--heart-rate", "--bp", "--oximeters", "--glucose-meters", "--cgm", "--ecg")
 START_TIMEOUT_S = 30.0
 
 
@@ -39,8 +29,6 @@ def available() -> bool:
 @dataclass
 class DemoRadio:
     port: int
-    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """``[devices.<id>]`` entries of the simulated BLE devices."""
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
 
     @property
@@ -89,32 +77,6 @@ async def start_hub() -> DemoRadio:
         if not ready.startswith("READY "):
             raise GatewayError(f"the virtual radio hub said {ready!r}")
         radio.port = int(ready.split()[1])
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await radio.stop()
-        raise
-    return radio
-
-
-async def start(per_profile: int, seed: int = 1) -> DemoRadio:
-    """Start the hub and ``per_profile`` simulated devices of each profile (``ds4h-sim ble``)."""
-    radio = await start_hub()
-    try:
-        counts = [str(per_profile)] * len(SIM_FLAGS)
-        flags = [x for pair in zip(SIM_FLAGS, counts, strict=True) for x in pair]
-        sim = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "firmware_sim", "ble", "--hub", f"127.0.0.1:{radio.port}", "--seed", str(seed),
-            *flags, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        radio.procs.append(sim)
-        for _ in range(per_profile * len(SIM_FLAGS)):
-            d = json.loads(await _line(sim, "the BLE device simulator"))
-            device_id = f"ble-{d['profile']}-{d['index'] + 1}"
-            radio.devices[device_id] = {
-                "kind": DRIVER_BY_PROFILE[d["profile"]],
-                "ble_address": d["address"],
-                "serial": d["serial"],
-            }
     except BaseException:
         with contextlib.suppress(Exception):
             await radio.stop()
