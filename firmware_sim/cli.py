@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_sim.argtypes import non_negative_int, positive_float, positive_int
 from firmware_sim.fleet import (
     DEVICE_ID_RE,
     KIND_ECG,
@@ -58,27 +59,6 @@ log = logging.getLogger("ds4h-sim")
 # ---------------------------------------------------------------------- argument parsing
 
 
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {v}")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return v
-
-
 def _add_client_args(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument(
         "--url",
@@ -87,15 +67,15 @@ def _add_client_args(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     )
     p.add_argument("--token-file", required=True, type=Path, help="file holding the control API bearer token")
     p.add_argument("--ack-log", type=Path, help="append each acknowledged source key (device/boot/seq) here")
-    p.add_argument("--batches-per-request", type=_positive_int, default=200, help="batches per POST (default: 200)")
+    p.add_argument("--batches-per-request", type=positive_int, default=200, help="batches per POST (default: 200)")
     p.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=concurrency,
         help=f"requests in flight at once (default: {concurrency})",
     )
-    p.add_argument("--rate", type=_positive_float, help="cap on batches sent per second (default: no cap)")
-    p.add_argument("--request-timeout", type=_positive_float, default=30.0, help="seconds per request (default: 30)")
+    p.add_argument("--rate", type=positive_float, help="cap on batches sent per second (default: no cap)")
+    p.add_argument("--request-timeout", type=positive_float, default=30.0, help="seconds per request (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="physiology seed (default: 0)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-v, -vv)")
 
@@ -114,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the fleet's devices as [devices.<id>] TOML tables with their kind, "
         "or as JSON. Ids depend only on --patients.",
     )
-    p.add_argument("--patients", type=_positive_int, default=1, help="number of patients (default: 1)")
+    p.add_argument("--patients", type=positive_int, default=1, help="number of patients (default: 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of TOML")
 
     p = sub.add_parser(
@@ -124,23 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
         "to POST /api/v1/ingest until --duration, Ctrl-C or SIGTERM; then flush for at most "
         "--flush-timeout seconds and print a one-line JSON summary.",
     )
-    p.add_argument("--patients", type=_positive_int, default=1, help="number of patients (default: 1)")
-    p.add_argument("--duration", type=_positive_float, help="seconds to run (default: until Ctrl-C/SIGTERM)")
+    p.add_argument("--patients", type=positive_int, default=1, help="number of patients (default: 1)")
+    p.add_argument("--duration", type=positive_float, help="seconds to run (default: until Ctrl-C/SIGTERM)")
     p.add_argument(
         "--speed",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
         help="physiological time factor: meals, glucose and CGM/spot-check schedules run this much "
         "faster; 1/s signals and ECG stay real time (default: 1)",
     )
-    p.add_argument("--cgm-interval", type=_positive_float, default=300.0, help="CGM period, sim seconds (default: 300)")
+    p.add_argument("--cgm-interval", type=positive_float, default=300.0, help="CGM period, sim seconds (default: 300)")
     p.add_argument(
         "--spot-check-interval",
-        type=_positive_float,
+        type=positive_float,
         default=4 * 3600.0,
         help="mean glucose meter spot-check period, sim seconds (default: 14400)",
     )
-    p.add_argument("--tick", type=_positive_float, default=0.25, help="seconds between fleet ticks (default: 0.25)")
+    p.add_argument("--tick", type=positive_float, default=0.25, help="seconds between fleet ticks (default: 0.25)")
     p.add_argument(
         "--flush-timeout",
         type=float,
@@ -156,16 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
         "samples each) round-robin over the fleet's devices, as fast as the gateway accepts them. "
         "Batches go to pNN-hr, or to pNN-ecg when --ecg-samples > 0.",
     )
-    p.add_argument("--batches", type=_positive_int, required=True, help="number of batches to send")
-    p.add_argument("--readings-per-batch", type=_non_negative_int, required=True, help="heart_rate readings per batch")
-    p.add_argument("--ecg-samples", type=_non_negative_int, default=0, help="ECG samples per batch (default: 0)")
+    p.add_argument("--batches", type=positive_int, required=True, help="number of batches to send")
+    p.add_argument("--readings-per-batch", type=non_negative_int, required=True, help="heart_rate readings per batch")
+    p.add_argument("--ecg-samples", type=non_negative_int, default=0, help="ECG samples per batch (default: 0)")
     p.add_argument(
         "--patients",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="spread batches over this many patients (default: 1)",
     )
-    p.add_argument("--max-time", type=_positive_float, help="give up (exit 1) after this many seconds (default: never)")
+    p.add_argument("--max-time", type=positive_float, help="give up (exit 1) after this many seconds (default: never)")
     _add_client_args(p, concurrency=4)
 
     p = sub.add_parser(
@@ -184,17 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--device-ids", help="comma-separated device ids")
-    g.add_argument("--devices", type=_positive_int, help="N devices named <prefix>01 …")
+    g.add_argument("--devices", type=positive_int, help="N devices named <prefix>01 …")
     p.add_argument("--prefix", default="g5-", help="device id prefix with --devices (default: g5-)")
     p.add_argument("--kind", choices=("cardiac", "cgm", "nig"), default="cardiac", help="what the devices measure")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default: 5)")
     p.add_argument("--format", choices=("cbor", "json"), default="cbor", help="SenML encoding (default: cbor)")
-    p.add_argument("--ecg-fs", type=_positive_int, default=130, help="ECG sampling rate, Hz (default: 130)")
-    p.add_argument("--duration", type=_positive_float, help="real-time mode: seconds to run (default: until Ctrl-C)")
-    p.add_argument("--flood", type=_positive_int, help="send this many frames per device as fast as possible")
-    p.add_argument("--flood-ecg-samples", type=_non_negative_int, default=0, help="ECG samples per flood frame")
-    p.add_argument("--reboot-after", type=_non_negative_int, default=0, help="reboot each device every N frames")
-    p.add_argument("--resend-after", type=_positive_float, default=5.0, help="resend an unacked frame after S s")
+    p.add_argument("--ecg-fs", type=positive_int, default=130, help="ECG sampling rate, Hz (default: 130)")
+    p.add_argument("--duration", type=positive_float, help="real-time mode: seconds to run (default: until Ctrl-C)")
+    p.add_argument("--flood", type=positive_int, help="send this many frames per device as fast as possible")
+    p.add_argument("--flood-ecg-samples", type=non_negative_int, default=0, help="ECG samples per flood frame")
+    p.add_argument("--reboot-after", type=non_negative_int, default=0, help="reboot each device every N frames")
+    p.add_argument("--resend-after", type=positive_float, default=5.0, help="resend an unacked frame after S s")
     p.add_argument("--settle-timeout", type=float, default=60.0, help="seconds to wait for the last acks")
     p.add_argument("--ack-log", type=Path, help="append each acknowledged source key (device/boot/seq) here")
     p.add_argument("--seed", type=int, default=1, help="physiology seed (default: 1)")

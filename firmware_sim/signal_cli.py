@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from firmware_sim.argtypes import non_negative_float, non_negative_int, positive_float
+
 if TYPE_CHECKING:
     from firmware_sim.models.beats import CardiacProfile
     from firmware_sim.models.glucose import GlucosePatients, Schedule
@@ -158,27 +160,6 @@ KINDS: dict[str, SignalGenerator] = {
 # ---------------------------------------------------------------------- argument parsing
 
 
-def _positive_float(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    v = float(text)
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {v}")
-    return v
-
-
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "signal",
@@ -188,15 +169,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("kind", choices=sorted(KINDS), help="signal to generate")
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    p.add_argument("--seconds", type=_positive_float, default=60.0, help="duration, s (default: 60)")
-    p.add_argument("--rate", type=_positive_float, help="sampling rate, Hz (default: the kind's own)")
-    p.add_argument("--seed", type=_non_negative_int, default=1, help="patient seed (default: 1)")
+    p.add_argument("--seconds", type=positive_float, default=60.0, help="duration, s (default: 60)")
+    p.add_argument("--rate", type=positive_float, help="sampling rate, Hz (default: the kind's own)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="patient seed (default: 1)")
     # cardiac options (ecg, rr, hr)
-    p.add_argument("--hr", type=_positive_float, help="mean sinus heart rate, /min (default: the patient's)")
-    p.add_argument("--af-episodes", type=_non_negative_int, default=0, help="atrial-fibrillation episodes")
-    p.add_argument("--ectopic-per-min", type=_non_negative_float, default=0.0, help="ectopic beats per minute")
-    p.add_argument("--motion-per-hour", type=_non_negative_float, default=0.0, help="ECG motion-artefact bursts")
-    p.add_argument("--lead-off-per-hour", type=_non_negative_float, default=0.0, help="ECG lead-off segments")
+    p.add_argument("--hr", type=positive_float, help="mean sinus heart rate, /min (default: the patient's)")
+    p.add_argument("--af-episodes", type=non_negative_int, default=0, help="atrial-fibrillation episodes")
+    p.add_argument("--ectopic-per-min", type=non_negative_float, default=0.0, help="ectopic beats per minute")
+    p.add_argument("--motion-per-hour", type=non_negative_float, default=0.0, help="ECG motion-artefact bursts")
+    p.add_argument("--lead-off-per-hour", type=non_negative_float, default=0.0, help="ECG lead-off segments")
     # glucose options (glucose, cgm)
     p.add_argument("--diabetes-type", type=int, choices=(1, 2), default=1, help="type 1 or 2 (default: 1)")
 

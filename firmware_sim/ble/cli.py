@@ -15,6 +15,7 @@ import json
 import signal
 import sys
 
+from firmware_sim.argtypes import non_negative_int, positive_float
 from firmware_sim.ble.faults import FaultSpec
 from firmware_sim.ble.identity import Profile
 
@@ -26,20 +27,6 @@ _COUNTS = (
     ("oximeters", "--oximeters", Profile.PULSE_OXIMETER),
     ("ecg", "--ecg", Profile.ECG),
 )
-
-
-def _count(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {v}")
-    return v
-
-
-def _interval(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return v
 
 
 def _fault(text: str) -> FaultSpec:
@@ -59,19 +46,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--hub", required=True, help="HOST:PORT of the hub's HCI TCP server")
     for dest, flag, profile in _COUNTS:
-        p.add_argument(flag, dest=dest, type=_count, default=0, help=f"number of {profile.value} devices")
+        p.add_argument(flag, dest=dest, type=non_negative_int, default=0, help=f"number of {profile.value} devices")
     p.add_argument("--seed", type=int, default=0, help="identity and physiology seed (default: 0)")
     p.add_argument(
         "--patients",
-        type=_count,
+        type=non_negative_int,
         metavar="N",
         help="simulated patients behind the devices (device k of each profile observes patient k mod N, "
         "so a patient's strap, ECG, CGM … agree); default: every device its own patient",
     )
-    p.add_argument("--records", type=_count, default=10, help="stored records per glucose meter / CGM")
+    p.add_argument("--records", type=non_negative_int, default=10, help="stored records per glucose meter / CGM")
     p.add_argument(
         "--hr-interval",
-        type=_interval,
+        type=positive_float,
         default=1.0,
         metavar="SECONDS",
         help="seconds between heart-rate notifications of each strap (default: 1.0; each one still "
