@@ -40,9 +40,9 @@ from firmware_sim.fleet_devices import (
     FleetPeripheral,
     FleetPulseOximeter,
 )
-from firmware_sim.mqtt_fleet import device_tls
+from firmware_sim.mqtt_fleet import device_tls, ward_frame
 from firmware_sim.scenario import DeviceSpec, FaultKind, FaultSpec, G5Kind, Scenario, ScenarioError, load_scenario
-from firmware_sim.senml import Record, ecg_records
+from firmware_sim.senml import Record
 from firmware_sim.ward import CgmStream, EcgStream, PatientView, Ward
 
 GATEWAY_KIND = {
@@ -334,23 +334,7 @@ class FleetRun:
             k += 1
 
     def _frame(self, g: _G5) -> list[Record]:
-        p = g.patient
-        hr: Record = {"n": "heart-rate", "u": "1/s", "v": round(p.heart_rate() / 60, 4)}
-        if g.cgm is not None:
-            now_s = p.now_s()
-            readings: list[Record] = [
-                {"n": "cgm-glucose", "u": "kg/m3", "v": r.mg_dl / 100, "t": round((r.time_s - now_s) / self.speed, 3)}
-                for r in g.cgm.take(now_s)
-                if r.mg_dl is not None
-            ]
-            return readings or [hr]
-        assert g.ecg is not None
-        samples = g.ecg.take_due().uv
-        return [
-            hr,
-            {"n": "spo2", "u": "/", "v": round(p.spo2()) / 100},
-            *(ecg_records(samples, g.spec.ecg_fs) if samples.size else []),
-        ]
+        return ward_frame(g.patient, g.ecg, g.cgm, g.spec.ecg_fs, speed=self.speed)
 
     async def _g5_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -76,6 +76,30 @@ class _Observer:
     cgm: CgmStream | None
 
 
+def ward_frame(
+    patient: PatientView, ecg: EcgStream | None, cgm: CgmStream | None, ecg_fs: int, *, speed: float = 1.0
+) -> list[Record]:
+    """The SenML measurements a 5G device sends now from its ward patient: the CGM readings due since its
+    last frame (each timed relative to the frame, ward seconds ÷ ``speed``), else heart rate, SpO2 and the
+    ECG samples due."""
+    hr: Record = {"n": "heart-rate", "u": "1/s", "v": round(patient.heart_rate() / 60, 4)}
+    if cgm is not None:
+        now_s = patient.now_s()
+        readings: list[Record] = [
+            {"n": "cgm-glucose", "u": "kg/m3", "v": r.mg_dl / 100, "t": round((r.time_s - now_s) / speed, 3)}
+            for r in cgm.take(now_s)
+            if r.mg_dl is not None
+        ]
+        return readings or [hr]
+    assert ecg is not None
+    samples = ecg.take_due().uv
+    return [
+        hr,
+        {"n": "spo2", "u": "/", "v": round(patient.spo2()) / 100},
+        *(ecg_records(samples, ecg_fs) if samples.size else []),
+    ]
+
+
 class MqttFleet:
     def __init__(self, opts: FleetOptions, *, ward: Ward | None = None) -> None:
         self.opts = opts
@@ -188,22 +212,7 @@ class MqttFleet:
         return out
 
     def _ward_measurements(self, o: _Observer) -> list[Record]:
-        hr: Record = {"n": "heart-rate", "u": "1/s", "v": round(o.patient.heart_rate() / 60, 4)}
-        if o.cgm is not None:
-            now_s = o.patient.now_s()
-            readings = [
-                {"n": "cgm-glucose", "u": "kg/m3", "v": r.mg_dl / 100, "t": round(r.time_s - now_s, 3)}
-                for r in o.cgm.take(now_s)
-                if r.mg_dl is not None
-            ]
-            return readings or [hr]
-        assert o.ecg is not None
-        samples = o.ecg.take_due().uv
-        return [
-            hr,
-            {"n": "spo2", "u": "/", "v": round(o.patient.spo2()) / 100},
-            *(ecg_records(samples, self.opts.ecg_fs) if samples.size else []),
-        ]
+        return ward_frame(o.patient, o.ecg, o.cgm, self.opts.ecg_fs)
 
     def _maybe_reboot(self, d: MqttDevice) -> None:
         if self.opts.reboot_after and d.stats.frames and d.stats.frames % self.opts.reboot_after == 0:
