@@ -134,6 +134,11 @@ class DeviceRegistry:
         self.refresh(force=True)
         return sorted(self._cache.values(), key=lambda d: d.id)
 
+    def current(self) -> list[Device]:
+        """Every device, re-read only when another connection changed the registry (for periodic polls)."""
+        self.refresh(max_age_s=0.0)
+        return list(self._cache.values())
+
     # --- writes ------------------------------------------------------------------------------
     def add(
         self,

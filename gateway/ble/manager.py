@@ -164,7 +164,7 @@ class BleSource:
         wanted: dict[str, tuple[str, Driver]] = {}
         by_serial: dict[str, tuple[str, Driver]] = {}
         learned = {device_id: address for address, device_id in self._learned.items()}
-        for d in self._registry.all():
+        for d in self._registry.current():  # once a second: reloads only after a registry change
             address = d.identities.get("ble_address")
             serial = d.identities.get("serial")
             if not d.enabled or (address is None and serial is None):
