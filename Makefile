@@ -15,8 +15,8 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.ds4h-installed
 PYTEST_ARGS ?=
 APT_PACKAGES := victoria-metrics mosquitto mosquitto-clients
-# binaries the test fixtures run, one per package above
-APT_BINARIES := /usr/bin/victoria-metrics /usr/sbin/mosquitto /usr/bin/mosquitto_pub
+# package:binary pairs, the binaries the test fixtures run (one per package above)
+APT_BINARIES := victoria-metrics:/usr/bin/victoria-metrics mosquitto:/usr/sbin/mosquitto mosquitto-clients:/usr/bin/mosquitto_pub
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help venv demo services test lint bench clean
@@ -48,8 +48,9 @@ services:
 	for pkg in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$pkg"; \
 	done; \
-	for bin in $(APT_BINARIES); do \
-	  [ -x $$bin ] || { pkg=$$(basename $$bin); case " $$missing " in *" $$pkg "*) ;; *) missing="$$missing $$pkg";; esac; }; \
+	for pair in $(APT_BINARIES); do \
+	  pkg=$${pair%%:*}; bin=$${pair#*:}; \
+	  [ -x $$bin ] || case " $$missing " in *" $$pkg "*) ;; *) missing="$$missing $$pkg";; esac; \
 	done; \
 	if [ -z "$$missing" ]; then echo "services: $(APT_PACKAGES) already installed"; exit 0; fi; \
 	if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
@@ -63,7 +64,7 @@ services:
 	trap '[ -z "$$added_policy" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d' EXIT; \
 	$(SUDO) apt-get update -q; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
-	for bin in $(APT_BINARIES); do [ -x $$bin ] || { echo "services: $$bin still missing" >&2; exit 1; }; done
+	for pair in $(APT_BINARIES); do bin=$${pair#*:}; [ -x $$bin ] || { echo "services: $$bin still missing" >&2; exit 1; }; done
 
 test: venv services
 	$(PY) -m pytest -q $(PYTEST_ARGS)
