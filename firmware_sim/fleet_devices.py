@@ -358,15 +358,12 @@ class FleetMqttDevice(MqttDevice):
 
     def go_offline(self) -> None:
         self.offline = True
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.connected.clear()
+        self.disconnect()
 
     def go_online(self) -> None:
         self.offline = False
         self.bursts.append(self.pending)
-        self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
-        self._client.loop_start()
+        self.reconnect()
 
     def duplicate(self, count: int) -> int:
         """Publish ``count`` frames the watermark already covered again; returns how many were."""

@@ -2,8 +2,9 @@
 apply its fault schedule on ward time, show progress, and write a per-device report at the end.
 
 Everything runs on one asyncio loop (the ward is not thread-safe): the BLE peripherals (each on its own
-HCI transport to the hub), the 5G devices' producers (paho runs its network threads; sending is called
-from the loop), the fault scheduler, the glucose meters' readings and the progress line. At the end
+HCI transport to the hub), the 5G devices (their paho clients driven by the loop through
+:class:`~firmware_sim.mqtt_loop.LoopNetwork`: no network thread per device), the fault scheduler, the
+glucose meters' readings and the progress line. At the end
 (``--duration``, SIGTERM or Ctrl-C) the fleet *settles*: faults still active end, no new readings are
 taken, 5G devices resend until the gateway's watermark covers their buffer, and each glucose meter /
 CGM waits for a complete RACP report of the collector (bounded by ``--settle-timeout``); then the
@@ -41,6 +42,7 @@ from firmware_sim.fleet_devices import (
     FleetPulseOximeter,
 )
 from firmware_sim.mqtt_fleet import device_tls, ward_frame
+from firmware_sim.mqtt_loop import LoopNetwork
 from firmware_sim.scenario import DeviceSpec, FaultKind, FaultSpec, G5Kind, Scenario, ScenarioError, load_scenario
 from firmware_sim.senml import Record
 from firmware_sim.ward import CgmStream, EcgStream, PatientView, Ward
@@ -127,6 +129,8 @@ class FleetRun:
             self.ward.add_glucose_events(bed, schedule)
         self.ble: dict[str, _Ble] = {}
         self.g5: dict[str, _G5] = {}
+        self.network = LoopNetwork()
+        """Every 5G device's paho client runs on this loop (no network thread per device)."""
         fast = scenario.fast_pacing
         for d in scenario.devices:
             if d.ble:
@@ -143,6 +147,7 @@ class FleetRun:
                     ecg_fs=d.ecg_fs,
                     resend_after_s=resend_after_s,
                     protocol=MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311,
+                    network=self.network,
                 )
                 view = self.ward.patient(d.patient)
                 cgm = d.kind == G5Kind.CGM
@@ -417,6 +422,8 @@ class FleetRun:
                 await sim.aclose()
             for g in self.g5.values():
                 g.device.close()
+            await asyncio.sleep(0)  # let the loop hand the last writes to the sockets
+            await self.network.aclose()
         return self.report()
 
     async def _settle(self, timeout_s: float) -> None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 import paho.mqtt.client as paho
@@ -31,6 +31,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from firmware_sim.senml import CBOR, Header, Record, encode, frame_records
+
+if TYPE_CHECKING:
+    from firmware_sim.mqtt_loop import LoopNetwork
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,9 @@ class _Boot:
 
 
 class MqttDevice:
-    """One device: a paho client on its own network thread, and the frame buffer."""
+    """One device: a paho client and the frame buffer. The client runs on its own network thread, or on
+    an asyncio loop shared with many other devices when a :class:`~firmware_sim.mqtt_loop.LoopNetwork`
+    is given (then every method must be called from that loop)."""
 
     def __init__(
         self,
@@ -119,8 +124,10 @@ class MqttDevice:
         resend_after_s: float = 5.0,
         max_buffer: int = 50_000,
         keepalive_s: int = 30,
+        network: LoopNetwork | None = None,
     ) -> None:
         self.device_id = device_id
+        self._network = network
         self.content_type = content_type
         self.stats = DeviceStats()
         self._ack_log = ack_log
@@ -157,6 +164,9 @@ class MqttDevice:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
+        if self._network is not None:
+            self._network.attach(self._client, self._host, self._port, self._keepalive)
+            return
         self._client.reconnect_delay_set(1, 5)
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
         self._client.loop_start()
@@ -164,8 +174,24 @@ class MqttDevice:
     def close(self) -> None:
         if self.connected.is_set():
             self._client.publish(f"{TOPIC_PREFIX}{self.device_id}/status", b'{"state":"offline"}', qos=1, retain=True)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self.disconnect()
+
+    def disconnect(self) -> None:
+        """Leave the broker (cleanly) and stop reconnecting until :meth:`reconnect`."""
+        if self._network is not None:
+            self._network.detach(self._client)
+        else:
+            self._client.disconnect()
+            self._client.loop_stop()
+        self.connected.clear()
+
+    def reconnect(self) -> None:
+        """Connect again after :meth:`disconnect`."""
+        if self._network is not None:
+            self._network.reattach(self._client)
+        else:
+            self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
+            self._client.loop_start()
 
     def reboot(self) -> None:
         """A new boot id and seq 0; frames of earlier boots stay buffered (as in the device's flash)."""

@@ -755,6 +755,36 @@ async def test_pmd_ecg_start_stream_stop(link: LocalLink) -> None:
         assert strap.frames_sent == sent
 
 
+async def test_pmd_ecg_of_a_ward_patient_is_paced_on_ward_time(link: LocalLink) -> None:
+    # At speed 20 the strap must send 20 × 130 samples per real second, so that its ECG covers every beat
+    # the ward's beat train (and the strap's own heart-rate service) reports, and its timestamps follow
+    # the device clock, which runs on ward time.
+    from firmware_sim.ble.clock import DeviceClock
+    from firmware_sim.ward import Ward
+
+    w = Ward(1, seed=3, speed=20.0)
+    clock = DeviceClock(host_time=w.epoch)
+    strap = EcgStrap(device_identity(Profile.ECG, 0, 5), seed=5, interval_s=IDLE, patient=w.patient(0), clock=clock)
+    async with BleSimulation([strap], link=link), central_device(link) as dev:
+        c = await connect(dev, strap.identity.address, mtu=247)
+        control = await c.subscribe(uuids.PMD_CONTROL_POINT, indicate=True)
+        data = await c.subscribe(uuids.PMD_DATA)
+        await c.write(uuids.PMD_CONTROL_POINT, h("02 00 00 01 82 00 01 01 0E 00"))
+        assert await asyncio.wait_for(control.get(), 5.0) == h("F0 02 00 00 00")
+        first = await asyncio.wait_for(data.get(), 5.0)
+        t0, ward0 = asyncio.get_running_loop().time(), w.now_s()
+        frames = [first]
+        while asyncio.get_running_loop().time() - t0 < 1.0:
+            frames.append(await asyncio.wait_for(data.get(), 5.0))
+        ward_s = w.now_s() - ward0
+        samples = sum((len(f) - 10) // 3 for f in frames[1:])
+        assert samples == pytest.approx(ward_s * 130, rel=0.15, abs=2 * 73)
+        stamps = [struct.unpack_from("<Q", f, 1)[0] for f in frames]
+        span_s = (stamps[-1] - stamps[0]) / 1e9
+        assert span_s == pytest.approx(samples / 130, rel=0.01)  # device time, not loop time
+        assert span_s > 10  # a real second is 20 ward seconds
+
+
 async def test_pmd_frames_shrink_to_the_mtu(link: LocalLink) -> None:
     strap = EcgStrap(device_identity(Profile.ECG, 0, 5), seed=5, interval_s=IDLE)
     async with BleSimulation([strap], link=link), central_device(link) as dev:

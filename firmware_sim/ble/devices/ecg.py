@@ -149,8 +149,10 @@ class EcgStrap(HeartRateStrap):
             self._stop_stream()
 
     async def _run_stream(self, connection: Connection) -> None:
-        """Frames of up to 73 samples (fewer if the ATT MTU is small), paced at 130 Hz on the
-        loop clock; timestamps advance by the sample count on the device clock."""
+        """Frames of up to 73 samples (fewer if the ATT MTU is small), paced at 130 Hz of the
+        patient's time — the ward's, ``speed`` times faster than the loop clock, so that the strap's ECG
+        covers every beat its heart-rate service reports — or of the loop clock without a patient;
+        timestamps advance by the sample count on the device clock (which follows the ward)."""
         loop = asyncio.get_running_loop()
         period_ns = 1e9 / ECG_RATE_HZ * (1.0 + self.clock.drift_ppm * 1e-6)
         start_ns = polar_ns(self.clock.now())
@@ -160,7 +162,7 @@ class EcgStrap(HeartRateStrap):
         deadline = loop.time()
         while True:
             n = max(1, min(SAMPLES_PER_FRAME, (connection.att_mtu - 3 - FRAME_HEADER) // 3))
-            deadline += n / ECG_RATE_HZ
+            deadline += n / (ECG_RATE_HZ * (self.patient.speed if self.patient is not None else 1.0))
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             samples = self.ecg_samples(n)
             total += n
