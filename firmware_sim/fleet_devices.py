@@ -36,6 +36,7 @@ from firmware_sim.ble.peripheral import ADVERTISING_INTERVAL_MS, Properties, Sim
 from firmware_sim.ble.racp_server import Notification
 from firmware_sim.ble.wire.cgm import CgmMeasurement
 from firmware_sim.mqtt_device import MqttDevice
+from firmware_sim.senml import Record
 
 # ------------------------------------------------------------------------------------------------ BLE
 
@@ -185,10 +186,15 @@ class FleetGlucoseMeter(_RacpTracking, GlucoseMeter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.transmitted: set[tuple[int, datetime]] = set()
         self.erased: list[tuple[StoredReading, bool]] = []
+        self.control_keys: set[tuple[int, datetime]] = set()
+        self.control_notified = 0
+        """Measurement notifications of control-solution records delivered (each one a quarantine row)."""
         super().__init__(*args, **kwargs)
 
     def add_reading(self, when: datetime | None = None, *, control_solution: bool = False) -> StoredReading:
         r = super().add_reading(when, control_solution=control_solution)
+        if control_solution:
+            self.control_keys.add((r.sequence, r.base_time))
         self.changed()
         return r
 
@@ -205,6 +211,8 @@ class FleetGlucoseMeter(_RacpTracking, GlucoseMeter):
     def delivered(self, characteristic: Characteristic[bytes], value: bytes) -> None:
         if characteristic is self.measurement_char and self._current_key is not None:
             self.transmitted.add(self._current_key)
+            if self._current_key in self.control_keys:
+                self.control_notified += 1
 
     def reset_meter(self, new_records: int = 0) -> None:
         self.erased += [(r, (r.sequence, r.base_time) in self.transmitted) for r in self.records]
@@ -224,6 +232,8 @@ class FleetGlucoseMeter(_RacpTracking, GlucoseMeter):
             "erased_by_reset": len(self.erased),
             "erased_after_transmission": len(erased_sent),
             "records_transmitted": len(self.transmitted),
+            "control_solution_transmitted": len(self.transmitted & self.control_keys),
+            "control_solution_notified": self.control_notified,
             "records_expected": len(patient) + len(erased_sent),
             "expected_keys": sorted([r.sequence, r.base_time.isoformat()] for r in [*patient, *erased_sent]),
             "reports_completed": self.reports_completed,
@@ -328,9 +338,11 @@ class FleetPulseOximeter(FleetPeripheral, PulseOximeter):
 
 
 class FleetMqttDevice(MqttDevice):
-    """A 5G device with coverage gaps, duplicate publishes and a device clock offset."""
+    """A 5G device with coverage gaps, duplicate publishes, a device clock offset and a battery."""
 
     KEEP_ACKED = 64
+    BATTERY_EVERY = 60
+    """Frames between two battery records (one also goes with the first frame and after every change)."""
 
     def __init__(self, *args: Any, kind: str = "cardiac", ecg_fs: int = 130, **kwargs: Any) -> None:
         self.kind = kind
@@ -342,7 +354,23 @@ class FleetMqttDevice(MqttDevice):
         """Frames buffered at each return from a coverage gap (published again as a burst)."""
         self.faults_applied: list[dict[str, Any]] = []
         self._recent: dict[tuple[str, int], bytes] = {}
+        self.battery_pct = 100
+        self._battery_due = 0
+        """Frames until the next battery record (0: the next frame carries one)."""
         super().__init__(*args, **kwargs)
+
+    def set_battery(self, percent: int) -> None:
+        """The battery drops (or is charged) to ``percent``; the next frame reports it."""
+        self.battery_pct = percent
+        self._battery_due = 0
+
+    def battery_records(self) -> list[Record]:
+        """A SenML ``battery`` record when one is due (remaining charge, unit ``%EL``), else nothing."""
+        if self._battery_due > 0:
+            self._battery_due -= 1
+            return []
+        self._battery_due = self.BATTERY_EVERY - 1
+        return [{"n": "battery", "u": "%EL", "v": self.battery_pct}]
 
     def _encode(self, boot: str, b: Any, seq: int) -> bytes:
         payload = super()._encode(boot, b, seq)

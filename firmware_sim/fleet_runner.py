@@ -266,6 +266,9 @@ class FleetRun:
             elif k is FaultKind.BAD_CRC and isinstance(p, FleetCgm) and p.e2e_crc:
                 p.corrupt_crc(f.count)
                 detail["count"] = f.count
+            elif k is FaultKind.CONTROL_SOLUTION and isinstance(p, FleetGlucoseMeter):
+                p.add_control_solution(f.count)
+                detail["count"] = f.count
             elif k is FaultKind.SEQUENCE_RESET and isinstance(p, FleetGlucoseMeter):
                 detail["records_erased"] = len(p.records)
                 p.reset_meter(f.count)
@@ -293,6 +296,9 @@ class FleetRun:
             elif k is FaultKind.CLOCK_JUMP:
                 g5.device.clock_offset_s += f.seconds
                 detail["seconds"] = f.seconds
+            elif k is FaultKind.LOW_BATTERY:
+                g5.device.set_battery(f.level)
+                detail["level"] = f.level
             else:
                 return False
         else:
@@ -339,7 +345,10 @@ class FleetRun:
             k += 1
 
     def _frame(self, g: _G5) -> list[Record]:
-        return ward_frame(g.patient, g.ecg, g.cgm, g.spec.ecg_fs, speed=self.speed)
+        return [
+            *ward_frame(g.patient, g.ecg, g.cgm, g.spec.ecg_fs, speed=self.speed),
+            *g.device.battery_records(),
+        ]
 
     async def _g5_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -64,7 +64,11 @@ class FaultKind(enum.StrEnum):
     CLOCK_JUMP = "clock-jump"
     """Step the device clock by ``seconds`` (BLE: Current Time notified; 5G: frame times shift)."""
     LOW_BATTERY = "low-battery"
-    """BLE: battery level drops to ``level`` % (notified; read by the gateway on connect)."""
+    """Battery level drops to ``level`` % (BLE: notified, read by the gateway on connect; 5G: a SenML
+    ``battery`` record in the next frame)."""
+    CONTROL_SOLUTION = "control-solution"
+    """Glucose meter: ``count`` control-solution tests stored (the gateway must quarantine them, never
+    take them for patient readings)."""
     HANG = "hang"
     """BLE: stop answering reads, writes and notifying for ``duration``."""
     HANG_MID_RACP = "hang-mid-racp"
@@ -85,7 +89,8 @@ FAULTS_FOR: dict[FaultKind, frozenset[str]] = {
     FaultKind.SEQUENCE_RESET: frozenset({"glucose-meter"}),
     FaultKind.DUPLICATE_PUBLISH: G5_KINDS,
     FaultKind.CLOCK_JUMP: BLE_KINDS | G5_KINDS,
-    FaultKind.LOW_BATTERY: BLE_KINDS,
+    FaultKind.LOW_BATTERY: BLE_KINDS | G5_KINDS,
+    FaultKind.CONTROL_SOLUTION: frozenset({"glucose-meter"}),
     FaultKind.HANG: BLE_KINDS,
     FaultKind.HANG_MID_RACP: frozenset({"glucose-meter", "cgm"}),
     FaultKind.DISCONNECT_MID_RACP: frozenset({"glucose-meter", "cgm"}),

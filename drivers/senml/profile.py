@@ -642,6 +642,7 @@ HANDLERS: Final[Mapping[str, Handler]] = {
     "bp-diastolic": Scalar("bp_diastolic", _PRESSURE),
     "bp-mean": Scalar("bp_mean", _PRESSURE),
     "rr-interval": Scalar("rr_interval", {"s": Conversion("ms", 1000.0, low=0.0, high=60_000.0)}),
+    "battery": Scalar("battery_level", {"%EL": Conversion("%", low=0.0, high=100.0)}),
     "temperature": Scalar(
         "body_temperature",
         {"Cel": Conversion("Cel", low=0.0, high=100.0), "K": Conversion("Cel", offset=-273.15, low=0.0, high=100.0)},
