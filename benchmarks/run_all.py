@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run_all.py --quick     # small sizes, under 2 minutes
     .venv/bin/python benchmarks/run_all.py             # full sizes (1,000,000-reading backlog …)
-    .venv/bin/python benchmarks/run_all.py --no-lineproto --no-mqtt --no-ble
+    .venv/bin/python benchmarks/run_all.py --no-lineproto --no-mqtt --no-ble --no-fleet
 
 Every scenario starts (and stops) its own VictoriaMetrics and gateway process; run it on an otherwise
 quiet machine and read the load averages printed next to each figure.
@@ -60,12 +60,24 @@ def run_ble(quick: bool) -> int:
         return 1
 
 
+def run_fleet(quick: bool) -> int:
+    sizes = ["--straps", "4", "--g5", "50", "--seconds", "20"] if quick else []
+    cmd = [sys.executable, str(HERE / "bench_fleet.py"), *sizes]
+    print(f"\n== bench_fleet ({load_text()}): {' '.join(['bench_fleet.py', *cmd[2:]])}", flush=True)
+    try:
+        return subprocess.run(cmd, cwd=HERE.parent, check=False, timeout=1200).returncode
+    except subprocess.TimeoutExpired:
+        print("bench_fleet: timed out after 1200 s")
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
     ap.add_argument("--no-lineproto", action="store_true", help="skip benchmarks/bench_lineproto.py")
     ap.add_argument("--no-mqtt", action="store_true", help="skip benchmarks/bench_mqtt.py")
     ap.add_argument("--no-ble", action="store_true", help="skip benchmarks/bench_ble.py")
+    ap.add_argument("--no-fleet", action="store_true", help="skip benchmarks/bench_fleet.py")
     ap.add_argument("--only", default=bench_pipeline.ALL, help="pipeline scenarios to run (default: abcde)")
     args = ap.parse_args(argv)
     m = machine()
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 0 if args.no_lineproto else run_lineproto(args.quick)
         rc = rc or (0 if args.no_mqtt else run_mqtt(args.quick))
         rc = rc or (0 if args.no_ble else run_ble(args.quick))
+        rc = rc or (0 if args.no_fleet else run_fleet(args.quick))
     except KeyboardInterrupt:
         print("interrupted; every process this run started was stopped", file=sys.stderr)
         return 130

@@ -497,6 +497,7 @@ class FleetRun:
             "speed": self.speed,
             "ward_time_s": round(self.ward.now_s(), 1),
             "real_time_s": round(time.monotonic() - self.started, 1),
+            "cpu_s": round(time.process_time(), 2),
             "settled": self.settled,
             "unsettled": self.unsettled(),
             "faults_fired": self.faults_fired,

@@ -118,6 +118,12 @@ devices = "glucose-meter:1"
 at = ["4min", "17min"]
 count = 2
 
+[[faults]]                      # quarantined, then fetched again: reconciles like any record
+kind = "bad-crc"
+devices = "cgm:2"
+at = "10min"
+count = 2
+
 [[faults]]
 kind = "low-battery"
 devices = ["5g-cgm", "heart-rate"]

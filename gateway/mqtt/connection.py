@@ -34,6 +34,11 @@ OnMessage = Callable[[paho.Client, Any, Any], None]
 :class:`~gateway.mqtt.fastpublish.Publish` (the same attributes)."""
 
 
+PENDING_PUBLISH_WARNING = 60_000
+"""Publishes awaiting their PUBACK above which aiomqtt logs a warning (its default, 10, is far below a
+site's device count)."""
+
+
 def tls_context(cfg: MqttSection, state_dir: Path) -> ssl.SSLContext | None:
     """Verify the broker against the site CA and present the gateway's certificate (mutual TLS)."""
     if not cfg.tls:
@@ -94,6 +99,10 @@ def build_client(
         password=password(cfg),
         will=will,
     )
+    # aiomqtt warns once per publish when more than 10 are awaiting their PUBACK; the gateway publishes one
+    # retained ack watermark per device per ack interval, so a site of 1,000 devices has that many in
+    # flight by design (it logged ~300 warnings a second). Warn only near paho's 16-bit message-id space.
+    client.pending_calls_threshold = PENDING_PUBLISH_WARNING
     inner = paho_client(client)
     inner.manual_ack_set(True)
     inner.on_message = on_message
