@@ -48,6 +48,10 @@ class GatewayIdentity:
         """A fresh in-memory identity (tests, tools); use :func:`load_or_create` for the gateway's own."""
         return cls(Ed25519PrivateKey.generate())
 
+    def private_key_for_storage(self) -> Ed25519PrivateKey:
+        """The private key object, for writing it to its 0600 file (key rotation); never log it."""
+        return self._private_key
+
     def sign(self, data: bytes) -> bytes:
         """Raw 64-byte Ed25519 signature of ``data``."""
         return self._private_key.sign(data)
@@ -65,6 +69,11 @@ def _private_pem(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def load_key_file(path: Path) -> GatewayIdentity:
+    """Load an Ed25519 PKCS#8 PEM key file (refused when group/other may access it, or a symlink)."""
+    return _load(path)
 
 
 def _load(path: Path) -> GatewayIdentity:
@@ -102,12 +111,17 @@ def _fsync_dir(directory: Path) -> None:
 
 def _create(path: Path) -> bool:
     """Write a new key to ``path``; False if another process created it first."""
+    return write_key_file(path, Ed25519PrivateKey.generate())
+
+
+def write_key_file(path: Path, key: Ed25519PrivateKey) -> bool:
+    """Write ``key`` to the new file ``path`` (0600, fsynced, atomic); False if ``path`` already exists."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o600)  # exact mode whatever the umask
-            f.write(_private_pem(Ed25519PrivateKey.generate()))
+            f.write(_private_pem(key))
             f.flush()
             os.fsync(f.fileno())
         try:
