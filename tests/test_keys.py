@@ -247,3 +247,16 @@ def test_missing_credential_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "creds").mkdir()
     with pytest.raises(StateError, match="credential 'gateway-key' not found"):
         load_gateway_keys(tmp_path / "state", "gateway-key", environ={"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")})
+
+
+def test_credential_file_modes(tmp_path: Path) -> None:
+    """systemd's ACL for the service user shows as group read (0440): accepted; readable by others: refused."""
+    creds = tmp_path / "creds"
+    ident = _write_credential(creds, "gateway-key")
+    (tmp_path / "state").mkdir()
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    (creds / "gateway-key").chmod(0o444)
+    with pytest.raises(StateError, match="group/other may access it"):
+        load_gateway_keys(tmp_path / "state", "gateway-key", environ=env)
+    (creds / "gateway-key").chmod(0o440)
+    assert load_gateway_keys(tmp_path / "state", "gateway-key", environ=env).identity.did == ident.did

@@ -71,12 +71,16 @@ def _private_pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
-def load_key_file(path: Path) -> GatewayIdentity:
-    """Load an Ed25519 PKCS#8 PEM key file (refused when group/other may access it, or a symlink)."""
-    return _load(path)
+def load_key_file(path: Path, *, systemd_credential: bool = False) -> GatewayIdentity:
+    """Load an Ed25519 PKCS#8 PEM key file (refused when group/other may access it, or a symlink).
+
+    ``systemd_credential``: a file of ``$CREDENTIALS_DIRECTORY``. systemd grants the service user read
+    access there through an ACL, whose mask shows as group read (0440): allowed; access by others is not.
+    """
+    return _load(path, forbidden=0o007 if systemd_credential else 0o077)
 
 
-def _load(path: Path) -> GatewayIdentity:
+def _load(path: Path, forbidden: int = 0o077) -> GatewayIdentity:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
@@ -86,7 +90,7 @@ def _load(path: Path) -> GatewayIdentity:
         if not stat.S_ISREG(st.st_mode):
             raise StateError(f"gateway key {path} is not a regular file")
         mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
+        if mode & forbidden:
             raise StateError(
                 f"gateway key {path} has mode {mode:04o}: group/other may access it; "
                 f"refusing to use it. Fix: chmod 600 {path}"

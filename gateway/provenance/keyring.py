@@ -170,7 +170,7 @@ def load_gateway_keys(
             identity = load_or_create(state_dir)
         else:
             existed = True
-            identity = load_key_file(path)
+            identity = load_key_file(path, systemd_credential=True)
         if history.current is None:
             # a key that existed before the history signed everything held; a new one starts after it
             _write_inception(conn, history, identity, 1 if existed else last_envelope_number(conn) + 1)
