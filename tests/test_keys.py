@@ -13,9 +13,12 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.config import Config
 from gateway.errors import ProvenanceError, StateError
-from gateway.outbox.store import open_outbox
-from gateway.provenance import GatewayIdentity, public_from_did_key
+from gateway.metrics import GatewayMetrics
+from gateway.outbox.housekeeping import Housekeeper
+from gateway.outbox.store import OutboxStore, open_outbox
+from gateway.provenance import GatewayIdentity, public_from_did_key, verify_chain
 from gateway.provenance.cose import sign1_with, verify1
 from gateway.provenance.identity import load_key_file, write_key_file
 from gateway.provenance.keyhistory import KeyHistory, build_key_record, open_key_record, pop_message
@@ -28,7 +31,8 @@ from gateway.provenance.keyring import (
     rotate,
 )
 from gateway.state.db import write_transaction
-from tests.gw import hr_batch, make_config, post, running
+from tests.gw import hr_batch, make_config, post, running, wait_until
+from tests.services import VictoriaMetrics, free_port
 
 T0 = 1_780_000_000_000_000_000
 
@@ -260,3 +264,46 @@ def test_credential_file_modes(tmp_path: Path) -> None:
         load_gateway_keys(tmp_path / "state", "gateway-key", environ=env)
     (creds / "gateway-key").chmod(0o440)
     assert load_gateway_keys(tmp_path / "state", "gateway-key", environ=env).identity.did == ident.did
+
+
+async def test_undelivered_envelopes_of_a_retired_key_are_still_forwarded(
+    tmp_state_dir: Path, victoria_metrics: VictoriaMetrics
+) -> None:
+    """After a restart the forwarders read envelopes back from the outbox and verify each against the
+    key of its era, not only the current key."""
+    token = tmp_state_dir.parent / "influx.token"
+    token.write_text("test-token")
+    token.chmod(0o600)
+
+    def config(url: str) -> Config:
+        influx = {"url": url, "token_file": str(token), "timeout_s": 2}
+        return make_config(tmp_state_dir, gateway={"shutdown_flush_s": 0.2}, sinks={"influx": influx})
+
+    async with running(config(f"http://127.0.0.1:{free_port()}")) as gw:  # nothing listens: stays in the outbox
+        for i in range(0, 15, 3):
+            assert (await post(gw, [hr_batch("hr-1", k) for k in range(i, i + 3)]))[0] == 200
+    r = rotate(tmp_state_dir)
+    async with running(config(victoria_metrics.url)) as gw:
+        assert gw.identity.did == r.new_did
+        await wait_until(lambda: int(gw.counters()["readings_forwarded"]["influx"]) == 15, what="old envelopes sent")
+        assert gw.stats()["outbox"]["influx"]["dead_letters"] == 0
+
+
+async def test_the_chain_continues_after_everything_aged_out(tmp_state_dir: Path) -> None:
+    """Housekeeping keeps the newest envelope, so envelope numbers (and the key history's) never restart."""
+    async with running(make_config(tmp_state_dir)) as gw:
+        for i in range(3):
+            assert (await post(gw, [hr_batch("hr-1", i)]))[0] == 200
+        await wait_until(lambda: gw.stats()["outbox"]["local"]["pending_batches"] == 0, what="delivered")
+    conn = open_outbox(tmp_state_dir)
+    hk = Housekeeper(conn, GatewayMetrics(), sinks=["local"], retention_s=0, budget_bytes=10**9)
+    assert hk.mark_delivered() == 3
+    assert hk.prune_expired() == 2
+    assert [n for (n,) in conn.execute("SELECT n FROM envelopes")] == [3]
+    conn.close()
+    async with running(make_config(tmp_state_dir)) as gw:
+        assert (await post(gw, [hr_batch("hr-1", 10)]))[0] == 200
+    conn = open_outbox(tmp_state_dir, readonly=True)
+    assert verify_chain(OutboxStore(conn).envelopes(), read_history(conn).signer_for).ok
+    assert [n for (n,) in conn.execute("SELECT n FROM envelopes")] == [3, 4]
+    conn.close()
