@@ -149,19 +149,137 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_show(args: argparse.Namespace) -> int:
-    from gateway.provenance.identity import load_or_create
+def _key_args(args: argparse.Namespace, *, create_dir: bool = False) -> tuple[Path, str | None]:
+    """State directory and, with ``--config``, the systemd credential the key comes from."""
+    from gateway.config import load_config
 
-    state_dir = _state_dir(args)
-    if not (state_dir / "gateway.key").exists():
-        raise GatewayError(f"{state_dir} holds no gateway key yet (it is created on the first run)")
-    ident = load_or_create(state_dir)
+    if getattr(args, "config", None) is not None:
+        cfg = load_config(args.config)
+        state_dir, credential = cfg.gateway.state_dir, cfg.provenance.key_credential
+    elif create_dir and args.state_dir is not None:
+        state_dir, credential = Path(args.state_dir), None
+    else:
+        return _state_dir(args), None
+    if create_dir:
+        from gateway.state.files import ensure_state_dir
+
+        ensure_state_dir(state_dir)
+    elif not state_dir.is_dir():
+        raise GatewayError(f"state directory {state_dir} does not exist")
+    return state_dir, credential
+
+
+def _iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now_ns: int) -> int:
+    """ns since the epoch of ``now``, a time back from now (``1d`` or ``-1d``, ``6h``, ``30m``, ``90s``, ``2w``) or an
+    ISO 8601 time (``2026-12-01``, ``2026-12-01T08:00:00Z``, ``…+01:00``; without an offset: UTC)."""
+    import re
+    from datetime import UTC, datetime
+
+    t = text.strip()
+    if t == "now":
+        return now_ns
+    m = re.fullmatch(r"-?(\d+(?:\.\d+)?)([smhdw])", t)
+    if m:
+        return now_ns - int(float(m.group(1)) * _UNITS_S[m.group(2)] * 1_000_000_000)
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise GatewayError(
+            f"time {text!r}: use ISO 8601 (2026-12-01T08:00Z) or a time back from now like 1d, 6h, 30m"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def _key_source(state_dir: Path, credential: str | None) -> dict[str, str]:
+    if credential is not None:
+        return {"key_credential": credential}
+    return {"key_file": str(state_dir / "gateway.key")}
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from gateway.provenance.keyring import key_path, load_gateway_keys
+
+    state_dir, credential = _key_args(args, create_dir=True)
+    existed = credential is not None or key_path(state_dir, None).exists()
+    keys = load_gateway_keys(state_dir, credential, create=True)
     _print(
         {
-            "did": ident.did,
-            "public_key_hex": ident.public_key_bytes.hex(),
-            "key_file": str(state_dir / "gateway.key"),
+            "did": keys.identity.did,
+            "created": not existed,
+            "key_records": len(keys.history.records),
+            **_key_source(state_dir, credential),
         }
+    )
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    from gateway.provenance.didkey import public_from_did_key
+    from gateway.provenance.keyring import load_gateway_keys, read_keys_public
+
+    state_dir, credential = _key_args(args)
+    has_outbox = (state_dir / "outbox.db").exists()
+    history = read_keys_public(state_dir) if has_outbox else None
+    if history is None or not history.records:
+        if credential is None and not (state_dir / "gateway.key").exists():
+            raise GatewayError(f"{state_dir} holds no gateway key yet (it is created on the first run or by keys init)")
+        history = load_gateway_keys(state_dir, credential, create=False).history
+    current = history.current
+    assert current is not None
+    out: dict[str, Any] = {
+        "did": current.did,
+        "public_key_hex": public_from_did_key(current.did).hex(),
+        "key_records": len(history.records),
+        "signs_from_envelope": current.from_n,
+        **_key_source(state_dir, credential),
+    }
+    if args.all:
+        out["history"] = [
+            {
+                "record": r.k,
+                "did": r.did,
+                "created": _iso(r.created_ns),
+                "retired": _iso(history.retired_ns(r)),
+                "from_envelope": r.from_n,
+                "until_envelope": history.until_n(r),
+                "announced_by": {"record": r.k, "signed_by": r.signer_did, "hash": r.hash.hex()},
+            }
+            for r in history.records
+        ]
+    _print(out)
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from gateway.provenance.keyring import rotate
+
+    state_dir, credential = _key_args(args)
+    r = rotate(state_dir, credential, new_key_out=args.new_key_out)
+    print(f"rotated the gateway key: {r.old_did} → {r.new_did}")
+    print(f"key record {r.record.k} (signed by the old key) announces it; it signs from envelope {r.record.from_n}")
+    if credential is None:
+        print(f"new key: {r.new_key_path} (0600); the old private key is deleted, its public key stays in the history")
+    else:
+        print(
+            f"new key written to {r.new_key_path} (0600): provision it as the systemd credential {credential!r}, "
+            "delete the file, then start the gateway (docs/provenance.md, key rotation)"
+        )
+    print(
+        "the gateway has a new identity: re-request its dataspace credential for the new did "
+        "(`ds4h-gateway dataspace credential request`, the dataspace release) and tell verifiers the new did"
     )
     return 0
 
@@ -176,42 +294,152 @@ def _held_envelopes(state_dir: Path, first: int = 1, last: int | None = None) ->
         conn.close()
 
 
+def _verify_report_json(report: Any, source: str, did: str | None) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "source": source,
+        "did": did,
+        "envelopes": report.envelopes,
+        "first": report.first_number,
+        "last": report.last_number,
+        "keys": report.key_dids,
+        "problems": report.problems,
+    }
+
+
 def cmd_provenance_verify(args: argparse.Namespace) -> int:
     from gateway.provenance.chain import verify_chain
     from gateway.provenance.export import read_export
+    from gateway.provenance.verify import is_layout_with_history, verify_export
 
     if args.file is not None:
+        if is_layout_with_history(args.file):
+            report = verify_export(args.file, args.did)
+            _print(_verify_report_json(report, str(args.file), args.did))
+            return 0 if report.ok else 1
         did = args.did
-        envelopes: Any = read_export(args.file)
-        source = str(args.file)
+        chain = verify_chain(read_export(args.file), expected_did=did)
+        source, keys = str(args.file), [did] if did else []
     else:
-        from gateway.provenance.identity import load_or_create
+        from gateway.provenance.keyring import read_keys_public
 
         state_dir = _state_dir(args)
-        did = args.did or load_or_create(state_dir).did
-        envelopes = _held_envelopes(state_dir)
+        history = read_keys_public(state_dir)
+        did = args.did or (history.current.did if history.current else None)
+        keys = history.dids
+        problems_before: list[str] = []
+        if args.did is not None and history.records and args.did not in keys:
+            problems_before.append(f"--did {args.did} is not a key of this gateway's key history")
+        lookup: Any = history.signer_for if history.records else did
+        chain = verify_chain(_held_envelopes(state_dir), expected_did=lookup)
+        chain.problems[:0] = problems_before
+        chain.ok = not chain.problems
         source = str(state_dir)
-    report = verify_chain(envelopes, expected_did=did)
     _print(
         {
-            "ok": report.ok,
+            "ok": chain.ok,
             "source": source,
             "did": did,
-            "envelopes": report.count,
-            "first": report.first_number,
-            "last": report.last_number,
-            "problems": report.problems,
+            "envelopes": chain.count,
+            "first": chain.first_number,
+            "last": chain.last_number,
+            "keys": keys,
+            "problems": chain.problems,
         }
     )
-    return 0 if report.ok else 1
+    return 0 if chain.ok else 1
+
+
+def _export(
+    args: argparse.Namespace, since_ns: int | None, until_ns: int | None, numbers: tuple[int, int | None] | None
+) -> int:
+    import time
+
+    from gateway.outbox.store import OutboxStore, open_outbox
+    from gateway.provenance.export import write_export_file
+    from gateway.provenance.keyring import load_gateway_keys
+
+    state_dir, credential = _key_args(args)
+    keys = load_gateway_keys(state_dir, credential, create=False)  # the trailer is signed by the current key
+    conn = open_outbox(state_dir, readonly=True)
+    try:
+        store = OutboxStore(conn)
+        if numbers is not None:
+            window: tuple[int, int] | None = (numbers[0], numbers[1] if numbers[1] is not None else 1 << 62)
+        else:
+            window = store.envelope_window(since_ns, until_ns)
+        envelopes = store.iter_envelopes(*window) if window else iter(())
+        t = write_export_file(
+            args.out, keys.identity, keys.history, envelopes, since_ns=since_ns, until_ns=until_ns,
+            created_ns=time.time_ns(),
+        )  # fmt: skip
+    finally:
+        conn.close()
+    span = f" ({t.first}…{t.last})" if t.count else ""
+    print(f"exported {t.count} envelope(s){span} with {t.key_records} key record(s) and a signed trailer to {args.out}")
+    return 0
 
 
 def cmd_provenance_export(args: argparse.Namespace) -> int:
-    from gateway.provenance.export import write_export
+    return _export(args, None, None, (args.first, args.last))
 
-    n = write_export(args.out, _held_envelopes(_state_dir(args), args.first, args.last))
-    print(f"exported {n} envelope(s) to {args.out}")
-    return 0
+
+def cmd_outbox_export(args: argparse.Namespace) -> int:
+    import time
+
+    now = time.time_ns()
+    since = parse_time(args.since, now)
+    until = parse_time(args.until, now) if args.until is not None else None
+    if until is not None and until < since:
+        raise GatewayError(f"--until {args.until} is before --since {args.since}")
+    return _export(args, since, until, None)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gateway.provenance.verify import verify_export
+
+    report = verify_export(args.file, args.did)
+    if args.json:
+        _print(
+            {
+                **_verify_report_json(report, str(args.file), args.did),
+                "first_problem": report.first_problem,
+                "batches": report.batches,
+                "readings": report.readings,
+                "waveform_samples": report.waveform_samples,
+                "spectra": report.spectra,
+                "devices": sorted(report.devices),
+                "first_reading": _iso(report.first_reading_ns),
+                "last_reading": _iso(report.last_reading_ns),
+                "signers": {
+                    d: {"first": s.first, "last": s.last, "envelopes": s.count} for d, s in report.signers.items()
+                },
+            }
+        )
+        return 0 if report.ok else 1
+    verdict = "OK" if report.ok else "FAILED"
+    print(f"{verdict}: {args.file}")
+    if not report.ok:
+        print(f"first bad: {report.first_problem}")
+    span = f" ({report.first_number}…{report.last_number})" if report.envelopes else ""
+    print(f"envelopes: {report.envelopes}{span}, batches: {report.batches}")
+    print(
+        f"readings: {report.readings}, waveform samples: {report.waveform_samples}, spectra: {report.spectra}, "
+        f"devices: {len(report.devices)} ({', '.join(sorted(report.devices))})"
+    )
+    print(f"first reading: {_iso(report.first_reading_ns)}, last reading: {_iso(report.last_reading_ns)}")
+    print(f"key history: {len(report.key_dids)} key(s)")
+    for did, s in report.signers.items():
+        print(f"  signer {did}: envelopes {s.first}…{s.last} ({s.count})")
+    if args.did:
+        print(f"identity: checked against --did {args.did}")
+    else:
+        print("identity: NOT checked (pass --did with the gateway's did:key): the file is only self-consistent")
+    if len(report.problems) > 1:
+        print(f"all problems ({len(report.problems)}):")
+        for p in report.problems[:50]:
+            print(f"  {p}")
+    return 0 if report.ok else 1
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -321,12 +549,47 @@ def build_parser() -> argparse.ArgumentParser:
     _state_args(rd)
     rd.add_argument("--sink")
     ob.set_defaults(func=cmd_outbox)
+    ex = ob_sub.add_parser(
+        "export",
+        help="export signed envelopes of a time window for third-party verification",
+        description="Write the held envelopes (outbox and provenance archive) committed in [--since, --until] as a "
+        "CBOR sequence: the key history, the envelopes, a trailer signed by the current key. Check it with "
+        "`ds4h-gateway verify FILE --did DID` (docs/provenance.md).",
+    )
+    _state_args(ex)
+    ex.add_argument(
+        "--since",
+        required=True,
+        help="ISO 8601 time (e.g. 2026-12-01T08:00Z; no offset = UTC) or back from now: 1d, 6h, 30m (or --since=-1d)",
+    )
+    ex.add_argument("--until", help="same forms (default: now, everything held)")
+    ex.add_argument("--out", type=Path, required=True, help="file to write (application/cbor-seq, mode 0600)")
+    ex.set_defaults(func=cmd_outbox_export)
 
     keys = sub.add_parser("keys", help="the gateway identity", description="The gateway's signing identity.")
     keys_sub = keys.add_subparsers(dest="keys_cmd", required=True, metavar="SUBCOMMAND")
+    init = keys_sub.add_parser(
+        "init",
+        help="create the gateway key and start its key history",
+        description="Create the gateway key (0600) if there is none, and its key history. Idempotent.",
+    )
+    _state_args(init)
+    init.set_defaults(func=cmd_keys_init)
     show = keys_sub.add_parser("show", help="show the gateway's did:key", description="Show the did:key.")
     _state_args(show)
+    show.add_argument("--all", action="store_true", help="list the whole key history")
     show.set_defaults(func=cmd_keys_show)
+    rot = keys_sub.add_parser(
+        "rotate",
+        help="replace the gateway key (the gateway must be stopped)",
+        description="Make a new key; a key record signed by the old key announces it and the old private key is "
+        "deleted. Older envelopes stay verifiable through the key history.",
+    )
+    _state_args(rot)
+    rot.add_argument(
+        "--new-key-out", type=Path, help="with a systemd-credential key: write the new key to this new file (0600)"
+    )
+    rot.set_defaults(func=cmd_keys_rotate)
 
     prov = sub.add_parser("provenance", help="signed envelopes", description="Provenance archive tools.")
     prov_sub = prov.add_subparsers(dest="prov_cmd", required=True, metavar="SUBCOMMAND")
@@ -342,13 +605,25 @@ def build_parser() -> argparse.ArgumentParser:
     exp = prov_sub.add_parser(
         "export",
         help="export held envelopes as a CBOR sequence",
-        description="Write the held envelopes (outbox and archive) to a file, verifiable with `verify --file`.",
+        description="Write held envelopes by number (outbox and archive) with the key history and a signed "
+        "trailer, like `outbox export`; verifiable with `ds4h-gateway verify` or `provenance verify --file`.",
     )
     _state_args(exp)
     exp.add_argument("--out", type=Path, required=True, help="file to write (application/cbor-seq)")
     exp.add_argument("--first", type=int, default=1, help="first envelope number")
     exp.add_argument("--last", type=int, help="last envelope number")
     exp.set_defaults(func=cmd_provenance_export)
+
+    vf = sub.add_parser(
+        "verify",
+        help="verify an export file (signatures, key history, hash chain, trailer)",
+        description="Verify an `outbox export` file with nothing but the gateway's did:key; exit 0 only if "
+        "everything verifies. Prints a summary, or the first bad item.",
+    )
+    vf.add_argument("file", type=Path, help="the export file")
+    vf.add_argument("--did", help="the gateway's did:key you trust (any key of its history)")
+    vf.add_argument("--json", action="store_true", help="print the report as JSON")
+    vf.set_defaults(func=cmd_verify)
 
     dec = sub.add_parser(
         "decode",

@@ -252,6 +252,9 @@ class BleSection(_Section):
 class ProvenanceSection(_Section):
     archive_retention_days: Annotated[float, Field(ge=0)] = 30.0
     """How long signed envelopes stay in the provenance archive after every sink has them."""
+    key_credential: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,254}$")] | None = None
+    """Name of a systemd credential holding the gateway key (``$CREDENTIALS_DIRECTORY/<name>``, read only);
+    unset: ``<state_dir>/gateway.key``."""
 
 
 class DataspaceSection(_Section):

@@ -30,7 +30,8 @@ from gateway.outbox.hotcache import HotBatches
 from gateway.outbox.housekeeping import HistoryPruner, Housekeeper
 from gateway.outbox.store import EnvelopeCache, OutboxStore, open_outbox
 from gateway.priority import PriorityRules
-from gateway.provenance.identity import GatewayIdentity, load_or_create
+from gateway.provenance.identity import GatewayIdentity
+from gateway.provenance.keyring import load_gateway_keys
 from gateway.sinks.base import Sink
 from gateway.sinks.local import LocalSink
 from gateway.state.files import ensure_state_dir, load_or_create_token
@@ -49,7 +50,8 @@ class Gateway:
         self.config = config
         self.state_dir: Path = ensure_state_dir(config.gateway.state_dir)
         self.metrics = GatewayMetrics()
-        self.identity: GatewayIdentity = load_or_create(self.state_dir)
+        self.keys = load_gateway_keys(self.state_dir, config.provenance.key_credential)
+        self.identity: GatewayIdentity = self.keys.identity
         self.registry = DeviceRegistry.open(self.state_dir)
         added = self.registry.seed(config.devices)
         if added:
@@ -58,7 +60,7 @@ class Gateway:
         ob = config.outbox
         sink_names = ["local"] + (["influx"] if config.sinks.influx is not None else [])
         self.hot = HotBatches(sink_names, max_points=ob.hot_cache_points)
-        envelopes = EnvelopeCache(self.identity.did)
+        envelopes = EnvelopeCache(self.keys.history.signer_for)
         self._writer_conn = open_outbox(self.state_dir, ob.synchronous)
         self.committer = Committer(
             self._writer_conn,
@@ -129,7 +131,7 @@ class Gateway:
         ]
         for f in self.forwarders:
             self.committer.on_commit.append(f.wake.set)
-        self._hk_store = OutboxStore(open_outbox(self.state_dir, ob.synchronous), self.identity.did)
+        self._hk_store = OutboxStore(open_outbox(self.state_dir, ob.synchronous), self.keys.history.signer_for)
         self.housekeeper = Housekeeper(
             self._hk_store.conn,
             self.metrics,

@@ -295,6 +295,7 @@ class Committer:
         with write_transaction(conn):
             if fresh:
                 n = self._last_n + 1
+                self._check_key_current(conn)
                 bodies = [encode_batch(b) for b, _ in fresh]
                 cose = build_envelope(self._identity, n, self._prev_hash, now, bodies)
                 h = envelope_hash(cose)
@@ -318,6 +319,16 @@ class Committer:
         if fresh:
             self._last_n, self._prev_hash = n, h
         return results, first_id
+
+    def _check_key_current(self, conn: sqlite3.Connection) -> None:
+        """Sign only with the key history's current key (it changes only by ``keys rotate``, under this
+        database's write lock): a gateway left running through a rotation stops committing, loudly."""
+        row = conn.execute("SELECT did FROM key_history ORDER BY k DESC LIMIT 1").fetchone()
+        if row is not None and row[0] != self._identity.did:
+            raise OutboxError(
+                f"the gateway key was rotated to {row[0]} while this gateway runs with {self._identity.did}: "
+                "nothing more is signed or acknowledged; restart the gateway"
+            )
 
     def _existing(self, keys: list[str]) -> set[str]:
         found: set[str] = set()

@@ -88,7 +88,11 @@ class Housekeeper:
         return n
 
     def _prune(self, where: str, args: tuple[int, ...], limit: int | None) -> int:
-        q = f"SELECT n FROM envelopes WHERE delivered_ns IS NOT NULL AND {where} ORDER BY n"
+        # the newest envelope always stays: the chain (and the key history's envelope numbers) continue from it
+        q = (
+            "SELECT n FROM envelopes WHERE delivered_ns IS NOT NULL AND n < (SELECT MAX(n) FROM envelopes)"
+            f" AND {where} ORDER BY n"
+        )
         if limit is not None:
             q += f" LIMIT {int(limit)}"
         ns = [r[0] for r in self._conn.execute(q, args)]

@@ -59,4 +59,15 @@ MIGRATIONS = (
         value INTEGER NOT NULL
     )
     """,
+    # 2: the gateway's key history (gateway/provenance/keyhistory.py): never pruned with the archive
+    """
+    CREATE TABLE key_history (
+        k INTEGER PRIMARY KEY,
+        did TEXT NOT NULL UNIQUE,
+        from_n INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        cose BLOB NOT NULL
+    )
+    """,
 )

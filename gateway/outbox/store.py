@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -39,7 +39,8 @@ class Pending(NamedTuple):
 class EnvelopeCache:
     """Verified envelopes shared by the forwarders (each envelope is verified once, not once per sink)."""
 
-    def __init__(self, gateway_did: str | None, size: int = 8) -> None:
+    def __init__(self, gateway_did: str | Callable[[int], str | None] | None, size: int = 8) -> None:
+        """``gateway_did``: the signer of every envelope, or a key history's ``signer_for`` (number → did)."""
         self._did = gateway_did
         self._items: OrderedDict[int, Envelope] = OrderedDict()
         self._size = size
@@ -54,7 +55,7 @@ class EnvelopeCache:
         row = conn.execute("SELECT cose FROM envelopes WHERE n = ?", (n,)).fetchone()
         if row is None:
             raise LookupError(f"envelope {n} is not in the outbox")
-        env = open_envelope(row[0], self._did)
+        env = open_envelope(row[0], self._did(n) if callable(self._did) else self._did)
         with self._lock:
             self._items[n] = env
             while len(self._items) > self._size:
@@ -86,7 +87,7 @@ class OutboxStore:
     def __init__(
         self,
         conn: sqlite3.Connection,
-        gateway_did: str | None = None,
+        gateway_did: str | Callable[[int], str | None] | None = None,
         *,
         envelopes: EnvelopeCache | None = None,
         hot: HotBatches | None = None,
@@ -293,3 +294,18 @@ class OutboxStore:
             q += " AND n <= ?"
             args.append(last)
         return [r[0] for r in self._conn.execute(q + " ORDER BY n", args)]
+
+    def envelope_window(self, since_ns: int | None, until_ns: int | None) -> tuple[int, int] | None:
+        """First and last number of the held envelopes created in [since, until] (``None``: none)."""
+        row = self._conn.execute(
+            "SELECT MIN(n), MAX(n) FROM envelopes WHERE created_ns >= ? AND created_ns <= ?",
+            (since_ns if since_ns is not None else 0, until_ns if until_ns is not None else (1 << 63) - 1),
+        ).fetchone()
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def iter_envelopes(self, first: int, last: int) -> Iterator[bytes]:
+        """Envelopes ``first`` … ``last`` held now, in order, from one statement (one consistent snapshot)."""
+        for (cose,) in self._conn.execute(
+            "SELECT cose FROM envelopes WHERE n >= ? AND n <= ? ORDER BY n", (first, last)
+        ):
+            yield cose

@@ -8,11 +8,11 @@ least one of these. Streaming: memory use does not grow with the number of envel
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gateway.errors import ProvenanceError
-from gateway.provenance.envelope import envelope_hash, open_envelope, peek_number
+from gateway.provenance.envelope import Envelope, envelope_hash, open_envelope, peek_number
 
 
 @dataclass(slots=True)
@@ -48,35 +48,70 @@ def _link_problems(
     return out
 
 
-def verify_chain(
-    envelopes: Iterable[bytes], expected_did: str | None = None, first_prev: bytes | None = None
-) -> ChainReport:
-    """Verify envelopes in order. ``first_prev`` is the hash the first one's ``prev`` must equal, when known.
+SignerLookup = Callable[[int], str | None]
+"""Envelope number → the did that must have signed it (from a key history), ``None`` when unknown."""
 
-    Without ``expected_did`` the first verified envelope's gateway is expected throughout.
-    Never raises for bad envelopes: every problem is listed in the report.
+
+class ChainChecker:
+    """Streaming form of :func:`verify_chain`: feed envelopes one at a time with :meth:`add`.
+
+    ``expected_did`` is one did for every envelope, or a lookup by envelope number (a key history's
+    ``signer_for``). Without it the first verified envelope's gateway is expected throughout.
     """
-    report = ChainReport()
-    did = expected_did
-    before_number: int | None = None
-    before_hash: bytes | None = first_prev
-    for position, data in enumerate(envelopes):
+
+    def __init__(self, expected_did: str | SignerLookup | None = None, first_prev: bytes | None = None) -> None:
+        self.report = ChainReport()
+        self._lookup: SignerLookup | None = expected_did if callable(expected_did) else None
+        self._did: str | None = None if callable(expected_did) else expected_did
+        self._before_number: int | None = None
+        self._before_hash: bytes | None = first_prev
+        self._position = 0
+
+    def add(self, data: bytes) -> Envelope | None:
+        """Check one envelope and its link to the one before; the envelope when it verified on its own."""
+        report = self.report
+        position = self._position
+        self._position += 1
         report.count += 1
         number = peek_number(data)
         label = _label(position, number)
+        env: Envelope | None = None
         try:
+            did = self._did
+            if self._lookup is not None:
+                did = self._lookup(number) if number is not None else None
+                if did is None:
+                    raise ProvenanceError(f"no key of the key history covers envelope {number}")
             env = open_envelope(data, did)
         except ProvenanceError as e:
             report.problems.append(f"{label}: does not verify (bad signature, key or format): {e}")
         else:
-            if did is None:
-                did = env.did
-            report.problems.extend(_link_problems(label, env.number, env.prev_hash, before_number, before_hash))
+            if self._did is None and self._lookup is None:
+                self._did = env.did
+            report.problems.extend(
+                _link_problems(label, env.number, env.prev_hash, self._before_number, self._before_hash)
+            )
         if position == 0:
             report.first_number = number
         report.last_number = number
-        before_number = number if number is not None else before_number
-        before_hash = envelope_hash(data) if isinstance(data, bytes) else None
-        report.last_hash = before_hash
-    report.ok = not report.problems
-    return report
+        self._before_number = number if number is not None else self._before_number
+        self._before_hash = envelope_hash(data) if isinstance(data, bytes) else None
+        report.last_hash = self._before_hash
+        report.ok = not report.problems
+        return env
+
+
+def verify_chain(
+    envelopes: Iterable[bytes], expected_did: str | SignerLookup | None = None, first_prev: bytes | None = None
+) -> ChainReport:
+    """Verify envelopes in order. ``first_prev`` is the hash the first one's ``prev`` must equal, when known.
+
+    ``expected_did``: one did, or a lookup envelope number → did (a key history's ``signer_for``).
+    Without it the first verified envelope's gateway is expected throughout.
+    Never raises for bad envelopes: every problem is listed in the report.
+    """
+    checker = ChainChecker(expected_did, first_prev)
+    for data in envelopes:
+        checker.add(data)
+    checker.report.ok = not checker.report.problems
+    return checker.report

@@ -48,6 +48,10 @@ class GatewayIdentity:
         """A fresh in-memory identity (tests, tools); use :func:`load_or_create` for the gateway's own."""
         return cls(Ed25519PrivateKey.generate())
 
+    def private_key_for_storage(self) -> Ed25519PrivateKey:
+        """The private key object, for writing it to its 0600 file (key rotation); never log it."""
+        return self._private_key
+
     def sign(self, data: bytes) -> bytes:
         """Raw 64-byte Ed25519 signature of ``data``."""
         return self._private_key.sign(data)
@@ -67,7 +71,16 @@ def _private_pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
-def _load(path: Path) -> GatewayIdentity:
+def load_key_file(path: Path, *, systemd_credential: bool = False) -> GatewayIdentity:
+    """Load an Ed25519 PKCS#8 PEM key file (refused when group/other may access it, or a symlink).
+
+    ``systemd_credential``: a file of ``$CREDENTIALS_DIRECTORY``. systemd grants the service user read
+    access there through an ACL, whose mask shows as group read (0440): allowed; access by others is not.
+    """
+    return _load(path, forbidden=0o007 if systemd_credential else 0o077)
+
+
+def _load(path: Path, forbidden: int = 0o077) -> GatewayIdentity:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
@@ -77,7 +90,7 @@ def _load(path: Path) -> GatewayIdentity:
         if not stat.S_ISREG(st.st_mode):
             raise StateError(f"gateway key {path} is not a regular file")
         mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
+        if mode & forbidden:
             raise StateError(
                 f"gateway key {path} has mode {mode:04o}: group/other may access it; "
                 f"refusing to use it. Fix: chmod 600 {path}"
@@ -102,12 +115,17 @@ def _fsync_dir(directory: Path) -> None:
 
 def _create(path: Path) -> bool:
     """Write a new key to ``path``; False if another process created it first."""
+    return write_key_file(path, Ed25519PrivateKey.generate())
+
+
+def write_key_file(path: Path, key: Ed25519PrivateKey) -> bool:
+    """Write ``key`` to the new file ``path`` (0600, fsynced, atomic); False if ``path`` already exists."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o600)  # exact mode whatever the umask
-            f.write(_private_pem(Ed25519PrivateKey.generate()))
+            f.write(_private_pem(key))
             f.flush()
             os.fsync(f.fileno())
         try:
