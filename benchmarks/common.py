@@ -237,6 +237,7 @@ def gateway_config_toml(
         "outbox": {"synchronous": "FULL", **(outbox or {})},
         "sinks": {"retry_initial_s": 0.1, "retry_max_s": 0.5},
         "web": {"host": "127.0.0.1", "port": 0},
+        "encryption": {"insecure_key_on_disk": True},
         **(extra or {}),
     }
     if influx_url is not None:

@@ -29,7 +29,18 @@ def _state_dir(args: argparse.Namespace) -> Path:
         if not args.state_dir.is_dir():
             raise GatewayError(f"state directory {args.state_dir} does not exist")
         return Path(args.state_dir)
-    return load_config(args.config).gateway.state_dir
+    cfg = load_config(args.config)
+    _open_state_cipher(cfg)
+    return cfg.gateway.state_dir
+
+
+def _open_state_cipher(cfg: Any) -> None:
+    """With ``--config``: the state encryption key from its ``[encryption]`` source (with ``--state-dir``
+    the state directory's ``encryption.json`` names the source)."""
+    from gateway.state.statekey import open_cipher
+
+    if cfg.gateway.state_dir.is_dir():
+        open_cipher(cfg.gateway.state_dir, cfg.crypto)
 
 
 def _print(obj: Any) -> None:
@@ -153,8 +164,10 @@ def _key_args(args: argparse.Namespace, *, create_dir: bool = False) -> tuple[Pa
     """State directory and, with ``--config``, the systemd credential the key comes from."""
     from gateway.config import load_config
 
+    cfg = None
     if getattr(args, "config", None) is not None:
         cfg = load_config(args.config)
+        _open_state_cipher(cfg)
         state_dir, credential = cfg.gateway.state_dir, cfg.provenance.key_credential
     elif create_dir and args.state_dir is not None:
         state_dir, credential = Path(args.state_dir), None
@@ -164,6 +177,8 @@ def _key_args(args: argparse.Namespace, *, create_dir: bool = False) -> tuple[Pa
         from gateway.state.files import ensure_state_dir
 
         ensure_state_dir(state_dir)
+        if cfg is not None:
+            _open_state_cipher(cfg)
     elif not state_dir.is_dir():
         raise GatewayError(f"state directory {state_dir} does not exist")
     return state_dir, credential
@@ -639,6 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_pki import add_pki_commands  # here, not at the top: gateway.cli_pki imports this module
 
     add_pki_commands(sub)
+    from gateway.cli_encryption import add_encryption_commands
+
+    add_encryption_commands(sub)
     return p
 
 

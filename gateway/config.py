@@ -257,6 +257,43 @@ class ProvenanceSection(_Section):
     unset: ``<state_dir>/gateway.key``."""
 
 
+class EncryptionSection(_Section):
+    """Encryption at rest of the state databases (docs/security.md): where the AES-256 key comes from."""
+
+    enabled: bool = True
+    key_credential: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,254}$")] | None = None
+    """A systemd credential (``LoadCredential=`` / ``LoadCredentialEncrypted=``, sealed with TPM2 where the
+    board has one): ``$CREDENTIALS_DIRECTORY/<name>``."""
+    key_file: Path | None = None
+    """A key file on another medium than the state directory (refused on the same file system unless
+    ``insecure_key_on_disk``)."""
+    key_url: Annotated[str, Field(pattern=r"^https://")] | None = None
+    """A key service, fetched once at start (HTTPS GET, bearer token from ``key_url_token_file``)."""
+    key_url_token_file: Path | None = None
+    key_url_ca_file: Path | None = None
+    """CA bundle that signs the key service's certificate (default: the system's)."""
+    key_url_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    insecure_key_on_disk: bool = False
+    """Allow the key beside the data: ``<state_dir>/state.key`` (created if missing), or a ``key_file`` on the
+    state directory's file system. Defeats the purpose against a stolen card; warned about at every start."""
+    reseal_rows_per_pass: Annotated[int, Field(ge=0, le=1_000_000)] = 20_000
+    """After a key rotation: rows re-encrypted with the current key per housekeeping pass (0: never)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EncryptionSection:
+        sources = [k for k in ("key_credential", "key_file", "key_url") if getattr(self, k) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"set one key source, not {' and '.join(sources)}")
+        if self.enabled and not sources and not self.insecure_key_on_disk:
+            raise ValueError(
+                "encryption at rest needs a key: set key_credential, key_file or key_url "
+                "(or insecure_key_on_disk = true for a demo, or enabled = false)"
+            )
+        if self.key_url is not None and self.key_url_token_file is None:
+            raise ValueError("key_url needs key_url_token_file")
+        return self
+
+
 class DataspaceSection(_Section):
     """Filled by the dataspace issue."""
 
@@ -277,8 +314,26 @@ class Config(_Section):
     mqtt: MqttSection = MqttSection()
     ble: BleSection = BleSection()
     provenance: ProvenanceSection = ProvenanceSection()
+    encryption: EncryptionSection | None = None
+    """Required (docs/security.md): where the state encryption key comes from, or ``enabled = false``."""
     dataspace: DataspaceSection = DataspaceSection()
     web: WebSection = WebSection()
+
+    @model_validator(mode="after")
+    def _encryption_given(self) -> Config:
+        if self.encryption is None:
+            raise ValueError(
+                "[encryption] is missing: say where the state encryption key comes from (key_credential, "
+                "key_file or key_url), or insecure_key_on_disk = true for a demo, or enabled = false "
+                "(docs/security.md)"
+            )
+        return self
+
+    @property
+    def crypto(self) -> EncryptionSection:
+        """The ``[encryption]`` section (always present once validated)."""
+        assert self.encryption is not None
+        return self.encryption
 
 
 def _env_value(text: str) -> Any:
@@ -314,7 +369,7 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         msg = msg.removeprefix("Value error, ")
-        lines.append(f"{origin}: {loc}: {msg}")
+        lines.append(f"{origin}: {loc}: {msg}" if loc else f"{origin}: {msg}")
     return "\n".join(lines)
 
 

@@ -156,6 +156,8 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             "gateway": {"name": "ds4h-demo", "state_dir": str(state_dir), "shutdown_flush_s": 10},
             "devices": devices,
             "web": {"port": args.port},
+            # the demo keeps its throw-away state encrypted with a key beside it, and says so at start
+            "encryption": {"insecure_key_on_disk": True},
         }
         if broker is not None:
             raw["mqtt"] = broker.mqtt_section()

@@ -59,7 +59,14 @@ class ShuttingDownError(OutboxError):
 
 
 class SinkError(GatewayError):
-    """A sink write failed. Subclasses classify the failure for the forwarder."""
+    """A sink write failed. Subclasses classify the failure for the forwarder.
+
+    ``summary`` is what may be logged: the full message can quote the store's answer, which may echo
+    the data sent (values, line protocol); that goes only to the encrypted dead letters and the stats."""
+
+    def __init__(self, message: str, *, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary if summary is not None else message
 
 
 class RetryableSinkError(SinkError):
@@ -69,8 +76,8 @@ class RetryableSinkError(SinkError):
 class ThrottledSinkError(SinkError):
     """The store asked us to slow down (429/503); wait ``retry_after_s`` before retrying."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after_s: float, *, summary: str | None = None) -> None:
+        super().__init__(message, summary=summary)
         self.retry_after_s = retry_after_s
 
 

@@ -122,7 +122,7 @@ class Forwarder:
                         delay = backoff_delay(attempt, e, initial_s=self._retry_initial_s, max_s=self._retry_max_s)
                         attempt += 1
                         self.last_error = str(e)
-                        log.warning("sink %s: %s; retrying in %.1f s (attempt %d)", name, e, delay, attempt)
+                        log.warning("sink %s: %s; retrying in %.1f s (attempt %d)", name, e.summary, delay, attempt)
                         await asyncio.sleep(delay)
                         continue
                     round_ = None
@@ -136,8 +136,12 @@ class Forwarder:
                     self._metrics.batches_forwarded.labels(sink=name).inc(len(delivered))
                     if dead:
                         self._metrics.dead_lettered.labels(sink=name).inc(len(dead))
-                        for p, reason in dead:
-                            log.error("sink %s rejected batch %d (dead letter): %s", name, p.id, reason)
+                        for p, _reason in dead:  # the reason may quote the data: it is in the (encrypted) dead letters
+                            log.error(
+                                "sink %s rejected batch %d (dead letter; 'ds4h-gateway outbox dead-letters' says why)",
+                                name,
+                                p.id,
+                            )
                 except sqlite3.Error as e:  # the outbox itself failed (locked, disk full): retry, never die
                     self._metrics.sink_errors.labels(sink=name, kind="outbox").inc()
                     delay = backoff_delay(attempt, None, initial_s=self._retry_initial_s, max_s=self._retry_max_s)

@@ -28,6 +28,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.outbox.committer import Committer
 from gateway.outbox.hotcache import HotBatches
 from gateway.outbox.housekeeping import HistoryPruner, Housekeeper
+from gateway.outbox.schema import SEALED as OUTBOX_SEALED
 from gateway.outbox.store import EnvelopeCache, OutboxStore, open_outbox
 from gateway.priority import PriorityRules
 from gateway.provenance.identity import GatewayIdentity
@@ -35,6 +36,8 @@ from gateway.provenance.keyring import load_gateway_keys
 from gateway.sinks.base import Sink
 from gateway.sinks.local import LocalSink
 from gateway.state.files import ensure_state_dir, load_or_create_token
+from gateway.state.sealing import reseal_some
+from gateway.state.statekey import open_cipher
 
 if TYPE_CHECKING:
     from gateway.ble.manager import BleSource
@@ -49,6 +52,8 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.state_dir: Path = ensure_state_dir(config.gateway.state_dir)
+        self.cipher = open_cipher(self.state_dir, config.crypto)
+        """Encryption at rest (None: off); every state database opened below uses it."""
         self.metrics = GatewayMetrics()
         self.keys = load_gateway_keys(self.state_dir, config.provenance.key_credential)
         self.identity: GatewayIdentity = self.keys.identity
@@ -151,6 +156,7 @@ class Gateway:
             ble_pair=self._ble_pair if self.ble is not None else None,
         )
         self._stats: dict[str, Any] = {}
+        self._resealed_all = False
         self._started_ns = time.time_ns()
         self.url = ""
         self.ready = asyncio.Event()
@@ -306,6 +312,17 @@ class Gateway:
             f.close()
         self._writer_conn.close()
 
+    def _reseal(self) -> None:
+        """After a state key rotation: re-encrypt a bounded number of values under the current key."""
+        limit = self.config.crypto.reseal_rows_per_pass
+        if self.cipher is None or limit <= 0 or self._resealed_all:
+            return
+        n = reseal_some(self._hk_store.conn, OUTBOX_SEALED, limit)
+        n += self.local.reseal(max(0, limit - n))
+        if n:
+            log.info("state encryption: %d value(s) re-encrypted with the current key", n)
+        self._resealed_all = n == 0
+
     async def _housekeeping(self) -> None:
         while not self._hk_stop.is_set():
             try:
@@ -317,6 +334,7 @@ class Gateway:
 
     def _housekeep_once(self) -> dict[str, Any]:
         verdict = self.housekeeper.run_once()
+        self._reseal()
         expired = self.local.prune_expired()
         if expired:
             self.metrics.pruned_history.labels(why="retention").inc(expired)

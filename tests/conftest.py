@@ -6,11 +6,14 @@ errors with the install command: nothing is skipped silently.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import sentinels
 from tests.faultproxy import FaultProxy
 from tests.mqtt_site import MqttSite, make_site
 from tests.services import Mosquitto, VictoriaMetrics
@@ -18,6 +21,29 @@ from tests.services import Mosquitto, VictoriaMetrics
 SERVICE_FIXTURES = frozenset(
     {"victoria_metrics", "vm_private", "mosquitto", "mosquitto_private", "fault_proxy", "mqtt_site"}
 )
+
+
+_WATCH = sentinels.LogWatch()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Watch everything the suite logs at the gateway's default level (INFO) for planted sentinels."""
+    logging.getLogger().addHandler(_WATCH)
+    for name in ("gateway", "drivers", "firmware_sim"):
+        if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if anything logged (in this process, or a gateway process's log file under the
+    session's temporary directory) carries a sentinel (tests/sentinels.py)."""
+    logging.getLogger().removeHandler(_WATCH)
+    leaks = list(_WATCH.leaks)
+    with contextlib.suppress(Exception):
+        leaks += sentinels.scan_files(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+    if leaks:
+        print(f"\nlog hygiene: {len(leaks)} logged record(s) carry planted sentinels:", *leaks[:20], sep="\n  ")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -28,6 +28,8 @@ def make_config(state_dir: Path, **sections: Any) -> Config:
         "devices": DEVICES,
         "web": {"port": 0},
         "sinks": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
+        # the tests run with encryption at rest on, its key beside the data (the gateway warns at start)
+        "encryption": {"insecure_key_on_disk": True},
     }
     for k, v in sections.items():
         raw[k] = {**raw.get(k, {}), **v}

@@ -73,6 +73,7 @@ def test_kill_9_during_glucose_backfill_loses_and_duplicates_nothing(tmp_path: P
         port = free_port()
         lines = [
             "[gateway]", f"state_dir = '{state}'", "clock = 'synced'", "shutdown_flush_s = 2",
+            "[encryption]", "insecure_key_on_disk = true",
             "[web]", f"port = {port}",
             "[outbox]", "synchronous = 'FULL'",
             "[ble]", "enabled = true", "backend = 'bumble'", f"bumble_transport = 'tcp-client:127.0.0.1:{hub_port}'",

@@ -18,6 +18,7 @@ from firmware_sim.ble.devices.heart_rate import HeartRateStrap
 from firmware_sim.ble.devices.pulse_oximeter import PulseOximeter
 from firmware_sim.ble.identity import Profile
 from firmware_sim.ble.peripheral import SimPeripheral
+from gateway.sinks.local import History
 from tests.blegw import ble_config, ble_gateway, committed, device_id, history, ident, radio, settled, until
 from tests.gw import running
 from tests.services import VictoriaMetrics
@@ -41,14 +42,9 @@ async def test_heart_rate_strap_streams_into_the_outbox(tmp_path: Path) -> None:
 
 
 def glucose_rows(state_dir: Path, device: str) -> list[tuple[int, float]]:
-    return [
-        (int(seq), float(v))
-        for seq, v in history(
-            state_dir,
-            "SELECT seq, value FROM readings WHERE device = ? AND metric LIKE 'glucose%' ORDER BY seq",
-            device,
-        )
-    ]
+    with History(state_dir) as h:
+        rows = [r for r in h.readings(device) if r.metric.startswith("glucose")]
+    return sorted((int(r.seq or 0), float(r.value or 0.0)) for r in rows)
 
 
 async def test_glucose_meter_backfill_new_records_only_and_resets(tmp_path: Path) -> None:

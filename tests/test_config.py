@@ -18,8 +18,11 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_defaults_load() -> None:
-    cfg = load_config(None, {})
+def test_defaults_load_once_encryption_is_decided() -> None:
+    with pytest.raises(ConfigError, match=r"<defaults>: \[encryption\] is missing: say where the state encryption key"):
+        load_config(None, {})
+    cfg = load_config(None, {"DS4H_ENCRYPTION__INSECURE_KEY_ON_DISK": "true"})
+    assert cfg.crypto.enabled and cfg.crypto.insecure_key_on_disk
     assert cfg.outbox.synchronous == "FULL"
     assert cfg.provenance.archive_retention_days == 30
     assert cfg.sinks.influx is None
@@ -66,6 +69,7 @@ def test_env_overrides_every_key(tmp_path: Path) -> None:
         "DS4H_SINKS__INFLUX__URL": "https://tsdb.example:8086",
         "DS4H_DEVICES__CGM-7__KIND": "cgm",
         "DS4H_WEB__PORT": "0",
+        "DS4H_ENCRYPTION__ENABLED": "false",
         "UNRELATED": "x",
     }
     cfg = load_config(p, env)
@@ -73,6 +77,7 @@ def test_env_overrides_every_key(tmp_path: Path) -> None:
     assert cfg.outbox.disk_budget_mb == 512
     assert cfg.sinks.influx is not None and cfg.sinks.influx.url == "https://tsdb.example:8086"
     assert cfg.devices["cgm-7"].kind == "cgm"
+    assert not cfg.crypto.enabled
     with pytest.raises(ConfigError, match=r"web\.port"):
         load_config(p, {"DS4H_WEB__PORT": "-1"})
 
@@ -83,7 +88,7 @@ def test_env_cannot_replace_a_table_by_a_value() -> None:
 
 
 def test_cli_config_check(tmp_path: Path) -> None:
-    good = write(tmp_path, "[gateway]\nstate_dir = 'state'\n")
+    good = write(tmp_path, "[gateway]\nstate_dir = 'state'\n[encryption]\nkey_credential = 'state-key'\n")
     r = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "config", "check", str(good)], capture_output=True, text=True
     )
@@ -95,3 +100,22 @@ def test_cli_config_check(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert f"{bad}: gateway.state_dirr: unknown key" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("[encryption]\n", "encryption: encryption at rest needs a key: set key_credential, key_file or key_url"),
+        (
+            "[encryption]\nkey_file = '/k'\nkey_credential = 'k'\n",
+            "set one key source, not key_credential and key_file",
+        ),
+        ("[encryption]\nkey_url = 'https://keys.example/k'\n", "key_url needs key_url_token_file"),
+        ("[encryption]\nkey_url = 'http://keys.example/k'\nkey_url_token_file = '/t'\n", "encryption.key_url"),
+    ],
+)
+def test_encryption_key_source_errors_name_the_key(tmp_path: Path, section: str, message: str) -> None:
+    p = write(tmp_path, section)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, {})
+    assert f"{p}: " in str(e.value) and message in str(e.value)

@@ -38,6 +38,8 @@ def write_config(tmp: Path, state: Path, vm_url: str, port: int) -> Path:
     token.write_text("crash-test")
     token.chmod(0o600)
     lines = [
+        "[encryption]",
+        "insecure_key_on_disk = true",
         "[gateway]",
         f"state_dir = '{state}'",
         "clock = 'synced'",

@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel
 
 from gateway.cli import build_parser
-from gateway.config import Config, load_config
+from gateway.config import Config, OutboxSection, load_config
 from gateway.metrics import GatewayMetrics
 from gateway.model import AbsentReason, Batch, Reading, SourceKey, TimeQuality, Waveform
 from gateway.sinks.lineproto import encode_batch
@@ -138,7 +138,7 @@ def test_schema_default_priority_rules() -> None:
     def num(x: float | None) -> str | None:
         return None if x is None else f"{x:g}"
 
-    expected = [(r.metric, r.unit, num(r.below), num(r.above)) for r in Config().outbox.priority_rules]
+    expected = [(r.metric, r.unit, num(r.below), num(r.above)) for r in OutboxSection().priority_rules]
     assert documented == expected
 
 
@@ -219,7 +219,7 @@ def test_example_config_validates_and_covers_every_section() -> None:
     assert kinds["heart_rate"].ble_address
     assert kinds["ecg"].mqtt_cn
     # the example's priority rules repeat the defaults (it says so)
-    assert config.outbox.priority_rules == Config().outbox.priority_rules
+    assert config.outbox.priority_rules == OutboxSection().priority_rules
 
 
 # --- CLI and metrics -------------------------------------------------------------------------------

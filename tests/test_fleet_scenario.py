@@ -18,7 +18,6 @@ hold, per device, exactly what the device reports as sent:
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 
 from firmware_sim.ble.hub import BleHub
 from firmware_sim.scenario import shipped_scenarios
+from gateway.sinks.local import History
 from tests.fleet_harness import expected_batches, run_fleet
 from tests.mqtt_site import MqttSite
 
@@ -136,14 +136,8 @@ RUN_S = 24
 
 
 def history_values(state: Path, device: str, metric: str) -> list[float]:
-    conn = sqlite3.connect(f"file:{state / 'history.db'}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT value FROM readings WHERE device = ? AND metric = ? ORDER BY t_ns", (device, metric)
-        )
-        return [float(r[0]) for r in rows]
-    finally:
-        conn.close()
+    with History(state) as h:
+        return [float(r.value) for r in h.readings(device, metric) if r.value is not None]
 
 
 @pytest.mark.slow

@@ -224,6 +224,7 @@ async def test_key_from_a_systemd_credential(tmp_path: Path, monkeypatch: pytest
     cfg_file = tmp_path / "gateway.toml"
     cfg_file.write_text(
         f"[gateway]\nstate_dir = '{state}'\nclock = 'synced'\n[provenance]\nkey_credential = 'gateway-key'\n"
+        "[encryption]\ninsecure_key_on_disk = true\n"
     )
     env = {"CREDENTIALS_DIRECTORY": str(creds)}
     show = json.loads(cli("keys", "show", "--config", str(cfg_file), env=env).stdout)

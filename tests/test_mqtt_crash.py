@@ -30,6 +30,8 @@ FRAMES_PER_DEVICE = 5000  # 20,000 messages
 
 def write_config(tmp: Path, site: MqttSite, port: int) -> Path:
     lines = [
+        "[encryption]",
+        "insecure_key_on_disk = true",
         "[gateway]",
         f"state_dir = '{site.state_dir}'",
         "clock = 'synced'",

@@ -19,7 +19,7 @@ from drivers.senml.profile import decode_frame
 from firmware_sim.models.nig_sensor import NigSensor, encode_s21, resonance_hz
 from firmware_sim.senml import CBOR, JSON, Header, encode, frame_records, nig_records
 from firmware_sim.ward import ManualClock, Ward
-from gateway.config import Config, PriorityRule
+from gateway.config import OutboxSection, PriorityRule
 from gateway.errors import PayloadError
 from gateway.model import Priority
 from gateway.priority import PriorityRules
@@ -248,7 +248,7 @@ def test_research_metrics_are_private_and_never_clinical() -> None:
     assert METRICS["nig_s21_magnitude"].spectrum and METRICS["nig_s21_phase"].spectrum
     clinical = [m for m in METRICS.values() if m.name.startswith("glucose_") and m.name != "glucose_research_estimate"]
     assert all(not m.research_only for m in clinical)
-    assert all(r.metric != "glucose_research_estimate" for r in Config().outbox.priority_rules)
+    assert all(r.metric != "glucose_research_estimate" for r in OutboxSection().priority_rules)
     with pytest.raises(ValidationError, match="research-only"):
         PriorityRule(metric="glucose_research_estimate", below=70)
     with pytest.raises(ValidationError, match="not a scalar"):
@@ -259,7 +259,7 @@ def test_a_hypoglycaemic_estimate_does_not_make_a_batch_urgent() -> None:
     frame = decode_frame(_pack([{"n": "nig:estimate", "v": 40.0, "u": "mg/dL"}]), CBOR, "nig-04", NOW_NS)
     (r,) = frame.readings
     assert r.metric == "glucose_research_estimate" and r.value == 40.0 and not r.alert
-    assert PriorityRules(Config().outbox.priority_rules).classify(frame.readings) == Priority.BULK
+    assert PriorityRules(OutboxSection().priority_rules).classify(frame.readings) == Priority.BULK
 
 
 def test_the_profile_names_no_clinical_glucose_metric_for_nig_records() -> None:

@@ -4,7 +4,6 @@ spectra into the local history and one point per bin into VictoriaMetrics; the e
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from firmware_sim.models.nig_sensor import POINTS
 from firmware_sim.mqtt_fleet import FleetOptions, MqttFleet
 from firmware_sim.ward import ManualClock, Ward
+from gateway.sinks.local import History
 from gateway.vocabulary import METRICS
 from tests.gw import make_config, running, wait_until
 from tests.mqttgw import T0, mqtt_count
@@ -88,20 +88,12 @@ async def test_nig_devices_over_mqtt_reach_history_and_the_store(
         assert est["metric"]["unit"] == "mg/dL" and len(set(est["timestamps"])) == SWEEPS
         assert all(20 < v < 600 for v in est["values"])
 
-    conn = sqlite3.connect(state / "history.db")
-    try:
-        metrics = {r[0] for r in conn.execute("SELECT DISTINCT metric FROM readings WHERE device LIKE 'nig-%'")}
+    with History(state) as h:
+        metrics = {r.metric for r in h.readings() if r.device.startswith("nig-")}
         assert metrics == {"glucose_research_estimate"}
-        rows = conn.execute(
-            'SELECT metric, unit, axis_start, axis_step, axis_unit, n, "values" FROM spectra WHERE device = ?'
-            " ORDER BY t_ns, metric",
-            (ids[0],),
-        ).fetchall()
-    finally:
-        conn.close()
-    assert [r[0] for r in rows] == ["nig_s21_magnitude", "nig_s21_phase"] * SWEEPS
-    for metric, unit, start, step, axis_unit, n, blob in rows:
-        assert (start, step, axis_unit, n) == (1e9, 8e7, "Hz", POINTS)
-        assert unit == ("dB" if metric == "nig_s21_magnitude" else "deg")
-        bins = np.frombuffer(blob, "<f4")
-        assert bins.size == POINTS and np.isfinite(bins).all()
+        rows = h.spectra(ids[0])
+    assert [r.metric for r in rows] == ["nig_s21_magnitude", "nig_s21_phase"] * SWEEPS
+    for r in rows:
+        assert (r.axis_start, r.axis_step, r.axis_unit, r.values.size) == (1e9, 8e7, "Hz", POINTS)
+        assert r.unit == ("dB" if r.metric == "nig_s21_magnitude" else "deg")
+        assert np.isfinite(r.values).all()

@@ -10,6 +10,7 @@ import cbor2
 
 from gateway.outbox.store import OutboxStore, open_outbox
 from gateway.provenance.chain import verify_chain
+from gateway.sinks.local import History
 from tests.gw import get, hr_batch, make_config, post, running, wait_until
 
 
@@ -135,11 +136,10 @@ async def test_waveform_and_time_correction(tmp_state_dir: Path) -> None:
         _status, body = await post(gw, [batch], clock=now - device_clock_behind_ns)
         assert body["results"][0]["status"] == "committed"
         await wait_until(lambda: gw.local.count() == (0, 250), what="waveform in history")
-        conn = sqlite3.connect(tmp_state_dir / "history.db")
-        start, period, blob, tq = conn.execute("SELECT start_ns, period_ns, samples, tq FROM waveforms").fetchone()
-        conn.close()
+        (w,) = gw.local.waveforms()
+        start, period, tq = w.start_ns, w.period_ns, w.tq
         assert period == 4_000_000
-        assert np.array_equal(np.frombuffer(blob, "<i4"), samples)
+        assert np.array_equal(w.samples, samples)
         # corrected by the measured skew: about one second before the receive time
         assert abs(start - (now - 10**9)) < 2 * 10**9
         assert tq == 0
@@ -173,9 +173,8 @@ async def test_unsynchronised_clock_and_missing_times_are_flagged(tmp_state_dir:
         _status, body = await post(gw, [no_time, no_time_2, hr_batch("hr-1", 3)])
         assert [r["status"] for r in body["results"]] == ["committed"] * 3
         await wait_until(lambda: gw.local.count() == (3, 0), what="history rows")
-    conn = sqlite3.connect(tmp_state_dir / "history.db")
-    rows = conn.execute("SELECT value, t_ns, tq FROM readings ORDER BY value").fetchall()
-    conn.close()
+    with History(tmp_state_dir) as h:
+        rows = sorted((r.value, r.t_ns, r.tq) for r in h.readings())
     flags = [TimeQuality(r[2]) for r in rows]
     # receive time stood in (and two such readings in one request still got distinct times)
     assert rows[0][1] != rows[1][1]

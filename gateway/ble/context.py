@@ -87,7 +87,8 @@ class DeviceContext:
         now = time.monotonic()
         if now - self._last_reject_log.get(reason, -1e9) >= REJECT_LOG_INTERVAL_S:  # a noisy device must not flood
             self._last_reject_log[reason] = now
-            self._log.warning("notification quarantined (%s): %s", reason, detail)
+            # the detail may quote a decoded value: it is kept (encrypted) in the quarantine, not logged
+            self._log.warning("notification quarantined (%s)", reason)
 
     def live(self, values: Sequence[object]) -> None:
         self._live.extend(values)

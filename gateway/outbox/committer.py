@@ -25,6 +25,7 @@ from gateway.errors import BackpressureError, OutboxError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch
 from gateway.outbox.hotcache import HotBatches
+from gateway.outbox.store import seal_envelope, seal_text
 from gateway.provenance.envelope import build_envelope, envelope_hash
 from gateway.provenance.identity import GatewayIdentity
 from gateway.state.db import write_transaction
@@ -299,7 +300,10 @@ class Committer:
                 bodies = [encode_batch(b) for b, _ in fresh]
                 cose = build_envelope(self._identity, n, self._prev_hash, now, bodies)
                 h = envelope_hash(cose)
-                conn.execute("INSERT INTO envelopes (n, created_ns, hash, cose) VALUES (?, ?, ?, ?)", (n, now, h, cose))
+                conn.execute(
+                    "INSERT INTO envelopes (n, created_ns, hash, cose) VALUES (?, ?, ?, ?)",
+                    (n, now, h, seal_envelope(conn, n, cose)),
+                )
                 row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'").fetchone()
                 before = int(row[0]) if row else 0
                 conn.executemany(
@@ -311,11 +315,17 @@ class Committer:
                 if last - before == len(fresh):  # AUTOINCREMENT under our single writer: consecutive ids
                     first_id = before + 1
             if quarantined:
+                # explicit ids (under the write lock): an encrypted detail is bound to its row id
+                top = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM quarantine").fetchone()[0])
                 conn.executemany(
-                    "INSERT INTO quarantine (time_ns, device_id, reason, detail, payload_sha256, payload_size)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(now, q.device_id, q.reason, q.detail, q.payload_sha256, q.payload_size) for q in quarantined],
-                )
+                    "INSERT INTO quarantine (id, time_ns, device_id, reason, detail, payload_sha256, payload_size)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (i, now, q.device_id, q.reason, seal_text(conn, "detail", str(i), q.detail), q.payload_sha256,
+                         q.payload_size)
+                        for i, q in enumerate(quarantined, top + 1)
+                    ],
+                )  # fmt: skip
         if fresh:
             self._last_n, self._prev_hash = n, h
         return results, first_id

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.state.sealing import MIGRATION as SEALING_MIGRATION
+from gateway.state.sealing import SealedColumn
+
 MIGRATIONS = (
     """
     CREATE TABLE envelopes (
@@ -70,4 +73,14 @@ MIGRATIONS = (
         cose BLOB NOT NULL
     )
     """,
+    # 3: encryption at rest (gateway/state/sealing.py)
+    SEALING_MIGRATION,
 )
+
+SEALED: tuple[SealedColumn, ...] = (
+    SealedColumn("envelopes", "cose", ("n",), "blob"),
+    SealedColumn("quarantine", "detail", ("id",), "text"),
+    SealedColumn("dead_letters", "reason", ("sink", "batch_id"), "text"),
+)
+"""The columns encrypted at rest: signed envelopes (every reading), quarantine details and dead-letter
+reasons (they may quote a rejected value)."""

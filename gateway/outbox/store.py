@@ -19,9 +19,10 @@ from typing import Any, Literal, NamedTuple
 from gateway.batchcodec import decode_batch
 from gateway.model import Batch
 from gateway.outbox.hotcache import HotBatches
-from gateway.outbox.schema import MIGRATIONS
+from gateway.outbox.schema import MIGRATIONS, SEALED
 from gateway.provenance.envelope import Envelope, open_envelope
 from gateway.state.db import Synchronous, connect, write_transaction
+from gateway.state.sealing import cipher_of
 
 Lane = Literal["redrive", "urgent", "bulk"]
 
@@ -55,12 +56,33 @@ class EnvelopeCache:
         row = conn.execute("SELECT cose FROM envelopes WHERE n = ?", (n,)).fetchone()
         if row is None:
             raise LookupError(f"envelope {n} is not in the outbox")
-        env = open_envelope(row[0], self._did(n) if callable(self._did) else self._did)
+        env = open_envelope(envelope_bytes(conn, n, row[0]), self._did(n) if callable(self._did) else self._did)
         with self._lock:
             self._items[n] = env
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
         return env
+
+
+_COSE, _DETAIL, _REASON = SEALED
+
+
+def envelope_bytes(conn: sqlite3.Connection, n: int, stored: bytes) -> bytes:
+    """Envelope ``n``'s COSE bytes as stored in ``envelopes.cose`` (decrypted when the outbox is encrypted)."""
+    return _COSE.open(cipher_of(conn), str(n), stored)  # type: ignore[no-any-return]
+
+
+def seal_envelope(conn: sqlite3.Connection, n: int, cose: bytes) -> bytes:
+    """What goes into ``envelopes.cose`` for envelope ``n``."""
+    cipher = cipher_of(conn)
+    return cose if cipher is None else cipher.seal("envelopes", "cose", str(n), cose)
+
+
+def seal_text(conn: sqlite3.Connection, column: str, row: str, text: str) -> str | bytes:
+    """What goes into a text column listed in :data:`SEALED` (``quarantine.detail``, ``dead_letters.reason``)."""
+    cipher = cipher_of(conn)
+    table = "quarantine" if column == "detail" else "dead_letters"
+    return text if cipher is None else cipher.seal_text(table, column, row, text)
 
 
 def open_outbox(
@@ -76,6 +98,7 @@ def open_outbox(
         synchronous=synchronous,
         check_same_thread=check_same_thread,
         readonly=readonly,
+        sealed=SEALED,
     )
     # No checkpoint on COMMIT (that would stall a commit for tens of ms now and then):
     # housekeeping checkpoints the WAL in the background instead (Housekeeper.checkpoint).
@@ -206,7 +229,7 @@ class OutboxStore:
                     " VALUES (?, ?, ?, ?, 'dead', ?, ?) ON CONFLICT (sink, batch_id) DO UPDATE SET"
                     " state = 'dead', reason = excluded.reason, last_ns = excluded.last_ns,"
                     " attempts = attempts + 1",
-                    (sink, p.id, p.envelope_n, reason[:500], now, now),
+                    (sink, p.id, p.envelope_n, seal_text(conn, "reason", f"{sink}\x00{p.id}", reason[:500]), now, now),
                 )
             redriven = [p.id for p in delivered if p.lane == "redrive"]
             if redriven:
@@ -250,7 +273,11 @@ class OutboxStore:
             q += " WHERE d.sink = ?"
             args = (sink,)
         cols = ("sink", "batch_id", "source_key", "reason", "state", "attempts", "first_ns", "last_ns")
-        return [dict(zip(cols, r, strict=True)) for r in self._conn.execute(q + " ORDER BY d.batch_id", args)]
+        out = [dict(zip(cols, r, strict=True)) for r in self._conn.execute(q + " ORDER BY d.batch_id", args)]
+        cipher = cipher_of(self._conn)
+        for d in out:
+            d["reason"] = _REASON.open(cipher, f"{d['sink']}\x00{d['batch_id']}", d["reason"])
+        return out
 
     # --- stats -----------------------------------------------------------------------------------
     def pending_stats(self, sink: str) -> tuple[int, float]:
@@ -288,12 +315,12 @@ class OutboxStore:
         }
 
     def envelopes(self, first: int = 1, last: int | None = None) -> list[bytes]:
-        q = "SELECT cose FROM envelopes WHERE n >= ?"
+        q = "SELECT n, cose FROM envelopes WHERE n >= ?"
         args: list[int] = [first]
         if last is not None:
             q += " AND n <= ?"
             args.append(last)
-        return [r[0] for r in self._conn.execute(q + " ORDER BY n", args)]
+        return [envelope_bytes(self._conn, n, cose) for n, cose in self._conn.execute(q + " ORDER BY n", args)]
 
     def envelope_window(self, since_ns: int | None, until_ns: int | None) -> tuple[int, int] | None:
         """First and last number of the held envelopes created in [since, until] (``None``: none)."""
@@ -305,7 +332,7 @@ class OutboxStore:
 
     def iter_envelopes(self, first: int, last: int) -> Iterator[bytes]:
         """Envelopes ``first`` … ``last`` held now, in order, from one statement (one consistent snapshot)."""
-        for (cose,) in self._conn.execute(
-            "SELECT cose FROM envelopes WHERE n >= ? AND n <= ? ORDER BY n", (first, last)
+        for n, cose in self._conn.execute(
+            "SELECT n, cose FROM envelopes WHERE n >= ? AND n <= ? ORDER BY n", (first, last)
         ):
-            yield cose
+            yield envelope_bytes(self._conn, n, cose)

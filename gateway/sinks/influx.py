@@ -293,14 +293,16 @@ class InfluxSink:
         if isinstance(message, bytes | bytearray):
             message = bytes(message).decode("utf-8", "replace")
         detail = self._clean(str(message or exc.reason or ""))
-        what = f"{self.name}: HTTP {status} from {self._safe_url}: {detail}"
+        summary = f"{self.name}: HTTP {status} from {self._safe_url}"
+        what = f"{summary}: {detail}"
         if status == 413:
-            return TooLargeSinkError(what)
+            return TooLargeSinkError(what, summary=summary)
         if status in (429, 503):
             retry_after = parse_retry_after(headers.get("Retry-After"))
-            return ThrottledSinkError(f"{what} (retry after {retry_after:g} s)", retry_after)
+            after = f" (retry after {retry_after:g} s)"
+            return ThrottledSinkError(what + after, retry_after, summary=summary + after)
         if status in _RETRYABLE_4XX:
-            return RetryableSinkError(what)
+            return RetryableSinkError(what, summary=summary)
         if 400 <= status < 500:
-            return RejectedSinkError(what)
-        return RetryableSinkError(what)
+            return RejectedSinkError(what, summary=summary)
+        return RetryableSinkError(what, summary=summary)

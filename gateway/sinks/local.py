@@ -14,11 +14,16 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from gateway.errors import RejectedSinkError, RetryableSinkError
 from gateway.model import Batch, Reading
 from gateway.state.db import connect, used_bytes, write_transaction
+from gateway.state.sealing import MIGRATION as SEALING_MIGRATION
+from gateway.state.sealing import SealedColumn, cipher_of, reseal_some
 
 MIGRATIONS = (
     """
@@ -77,7 +82,17 @@ MIGRATIONS = (
     CREATE INDEX spectra_time ON spectra(t_ns);
     CREATE INDEX spectra_stored ON spectra(stored_ns)
     """,
+    # encryption at rest (gateway/state/sealing.py)
+    SEALING_MIGRATION,
 )
+
+SEALED: tuple[SealedColumn, ...] = (
+    SealedColumn("readings", "value", ("device", "metric", "t_ns"), "float"),
+    SealedColumn("waveforms", "samples", ("device", "metric", "start_ns"), "blob"),
+    SealedColumn("spectra", "values", ("device", "metric", "t_ns"), "blob"),
+)
+"""The clinical columns, encrypted at rest (the row's identity stays readable for time-range queries)."""
+_VALUE, _SAMPLES, _SPECTRUM = SEALED
 
 
 _READING_COLUMNS = ("device", *Reading._fields, "stored_ns")
@@ -89,7 +104,7 @@ _INSERT_READINGS = (
 
 
 def open_history(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    return connect(state_dir / "history.db", MIGRATIONS, check_same_thread=False, readonly=readonly)
+    return connect(state_dir / "history.db", MIGRATIONS, check_same_thread=False, readonly=readonly, sealed=SEALED)
 
 
 class LocalSink:
@@ -117,10 +132,21 @@ class LocalSink:
         waves: list[tuple[Any, ...]] = []
         spectra: list[tuple[Any, ...]] = []
         stored = (time.time_ns(),)
+        cipher = cipher_of(self._conn)
         for b in batches:
             d = (b.device_id,)
-            rows.extend([d + r + stored for r in b.readings])  # column order of _READING_COLUMNS
+            if cipher is None:
+                rows.extend([d + r + stored for r in b.readings])  # column order of _READING_COLUMNS
+            else:
+                for r in b.readings:
+                    key = f"{b.device_id}\x00{r.metric}\x00{r.device_time_ns}"
+                    rows.append((*d, r.metric, _VALUE.seal(cipher, key, r.value), *r[2:], *stored))
             for w in b.waveforms:
+                samples = w.samples.astype("<i4").tobytes()
+                if cipher is not None:
+                    samples = cipher.seal(
+                        "waveforms", "samples", f"{b.device_id}\x00{w.metric}\x00{w.start_ns}", samples
+                    )
                 waves.append(
                     (
                         b.device_id,
@@ -129,12 +155,15 @@ class LocalSink:
                         w.period_ns,
                         w.unit,
                         int(w.samples.size),
-                        w.samples.astype("<i4").tobytes(),
+                        samples,
                         int(w.time_quality),
                         stored[0],
                     )
                 )
             for s in b.spectra:
+                values = s.values.astype("<f4").tobytes()
+                if cipher is not None:
+                    values = cipher.seal("spectra", "values", f"{b.device_id}\x00{s.metric}\x00{s.time_ns}", values)
                 spectra.append(
                     (
                         b.device_id,
@@ -145,7 +174,7 @@ class LocalSink:
                         float(s.axis_step),
                         s.axis_unit,
                         int(s.values.size),
-                        s.values.astype("<f4").tobytes(),
+                        values,
                         int(s.time_quality),
                         stored[0],
                     )
@@ -178,6 +207,11 @@ class LocalSink:
         with self._tlock:
             return used_bytes(self._conn)
 
+    def reseal(self, limit: int) -> int:
+        """Re-encrypt up to ``limit`` values still under a previous state key (housekeeping's thread)."""
+        with self._tlock:
+            return reseal_some(self._conn, SEALED, limit)
+
     def prune_expired(self) -> int:
         return self._delete_before(time.time_ns() - self._retention_ns)
 
@@ -209,6 +243,19 @@ class LocalSink:
         return int(n)
 
     # --- reads (status, tests, the dataspace endpoint later) ----------------------------------------
+    def readings(
+        self, device: str | None = None, metric: str | None = None, since_ns: int = 0, until_ns: int = (1 << 63) - 1
+    ) -> list[HistoryReading]:
+        """Readings held in [since, until] (device time), optionally of one device / metric, oldest first."""
+        with self._tlock:
+            return read_readings(self._conn, device, metric, since_ns, until_ns)
+
+    def waveforms(
+        self, device: str | None = None, metric: str | None = None, since_ns: int = 0, until_ns: int = (1 << 63) - 1
+    ) -> list[HistoryWaveform]:
+        with self._tlock:
+            return read_waveforms(self._conn, device, metric, since_ns, until_ns)
+
     def count(self) -> tuple[int, int]:
         """(readings, waveform samples + spectrum bins) held, as :attr:`Batch.n_samples` counts them."""
         with self._tlock:
@@ -226,3 +273,126 @@ class LocalSink:
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._conn.close()
+
+
+class HistoryReading(NamedTuple):
+    device: str
+    metric: str
+    t_ns: int
+    value: float | None
+    unit: str
+    absent: str | None
+    status: int
+    seq: int | None
+    tq: int
+
+
+class HistoryWaveform(NamedTuple):
+    device: str
+    metric: str
+    start_ns: int
+    period_ns: int
+    unit: str
+    samples: npt.NDArray[np.int32]
+    tq: int
+
+
+class HistorySpectrum(NamedTuple):
+    device: str
+    metric: str
+    t_ns: int
+    unit: str
+    axis_start: float
+    axis_step: float
+    axis_unit: str
+    values: npt.NDArray[np.float32]
+    tq: int
+
+
+def _filters(
+    device: str | None, metric: str | None, time_col: str, since_ns: int, until_ns: int
+) -> tuple[str, list[Any]]:
+    where: list[str] = [f"{time_col} >= ? AND {time_col} <= ?"]
+    args: list[Any] = [since_ns, until_ns]
+    if device is not None:
+        where.append("device = ?")
+        args.append(device)
+    if metric is not None:
+        where.append("metric = ?")
+        args.append(metric)
+    return " AND ".join(where), args
+
+
+def read_readings(
+    conn: sqlite3.Connection, device: str | None, metric: str | None, since_ns: int, until_ns: int
+) -> list[HistoryReading]:
+    """Readings of a history connection (decrypted when it is encrypted); :class:`StateError` on a value
+    that does not decrypt."""
+    where, args = _filters(device, metric, "t_ns", since_ns, until_ns)
+    cipher = cipher_of(conn)
+    q = (
+        "SELECT device, metric, t_ns, value, unit, absent, status, seq, tq FROM readings"
+        f" WHERE {where} ORDER BY t_ns, device, metric"
+    )
+    return [
+        HistoryReading(d, m, t, _VALUE.open(cipher, f"{d}\x00{m}\x00{t}", v), u, a, s, q_, tq)
+        for d, m, t, v, u, a, s, q_, tq in conn.execute(q, args)
+    ]
+
+
+def read_waveforms(
+    conn: sqlite3.Connection, device: str | None, metric: str | None, since_ns: int, until_ns: int
+) -> list[HistoryWaveform]:
+    where, args = _filters(device, metric, "start_ns", since_ns, until_ns)
+    cipher = cipher_of(conn)
+    q = f"SELECT device, metric, start_ns, period_ns, unit, samples, tq FROM waveforms WHERE {where} ORDER BY start_ns"
+    out = []
+    for d, m, t, p, u, blob, tq in conn.execute(q, args):
+        raw = _SAMPLES.open(cipher, f"{d}\x00{m}\x00{t}", blob)
+        out.append(HistoryWaveform(d, m, t, p, u, np.frombuffer(raw, dtype="<i4").astype(np.int32), tq))
+    return out
+
+
+def read_spectra(
+    conn: sqlite3.Connection, device: str | None, metric: str | None, since_ns: int, until_ns: int
+) -> list[HistorySpectrum]:
+    where, args = _filters(device, metric, "t_ns", since_ns, until_ns)
+    cipher = cipher_of(conn)
+    q = (
+        'SELECT device, metric, t_ns, unit, axis_start, axis_step, axis_unit, "values", tq FROM spectra'
+        f" WHERE {where} ORDER BY t_ns, metric"
+    )
+    out = []
+    for d, m, t, u, a0, step, au, blob, tq in conn.execute(q, args):
+        raw = _SPECTRUM.open(cipher, f"{d}\x00{m}\x00{t}", blob)
+        out.append(HistorySpectrum(d, m, t, u, a0, step, au, np.frombuffer(raw, dtype="<f4").astype(np.float32), tq))
+    return out
+
+
+class History:
+    """Reading a state directory's local history outside a running gateway (CLI, tests, exports): read-only,
+    decrypted with the state directory's key (``gateway.state.statekey``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._conn = open_history(state_dir, readonly=True)
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._conn.close()
+
+    def readings(
+        self, device: str | None = None, metric: str | None = None, since_ns: int = 0, until_ns: int = (1 << 63) - 1
+    ) -> list[HistoryReading]:
+        return read_readings(self._conn, device, metric, since_ns, until_ns)
+
+    def waveforms(
+        self, device: str | None = None, metric: str | None = None, since_ns: int = 0, until_ns: int = (1 << 63) - 1
+    ) -> list[HistoryWaveform]:
+        return read_waveforms(self._conn, device, metric, since_ns, until_ns)
+
+    def spectra(
+        self, device: str | None = None, metric: str | None = None, since_ns: int = 0, until_ns: int = (1 << 63) - 1
+    ) -> list[HistorySpectrum]:
+        return read_spectra(self._conn, device, metric, since_ns, until_ns)

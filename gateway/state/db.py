@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.errors import StateError
+from gateway.state.sealing import SealedColumn, StateConnection, prepare
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -27,16 +28,28 @@ def connect(
     synchronous: Synchronous = "FULL",
     check_same_thread: bool = True,
     readonly: bool = False,
+    sealed: Sequence[SealedColumn] = (),
 ) -> sqlite3.Connection:
-    """Open ``path`` in WAL mode with the given ``synchronous`` level and bring its schema up to date."""
+    """Open ``path`` in WAL mode with the given ``synchronous`` level and bring its schema up to date.
+
+    ``sealed``: the database's encrypted columns; its state directory's cipher (``gateway.state.statekey``)
+    is attached to the connection (``gateway.state.sealing.cipher_of``), and a plaintext database is
+    encrypted in place when opened for writing with a cipher.
+    """
     try:
         if readonly:
             conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=check_same_thread
+                f"file:{path}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=check_same_thread,
+                factory=StateConnection,
             )
         else:
             _private(path)
-            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread)
+            conn = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=check_same_thread, factory=StateConnection
+            )
         conn.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -70,6 +83,17 @@ def connect(
             conn.execute("ROLLBACK")
             conn.close()
             raise StateError(f"{path}: migration failed: {e}") from e
+    if sealed:
+        from gateway.state.statekey import cached_cipher
+
+        try:
+            cipher = cached_cipher(path.parent)
+            assert isinstance(conn, StateConnection)
+            conn.cipher = cipher
+            prepare(conn, path, cipher, sealed, readonly=readonly)
+        except BaseException:
+            conn.close()
+            raise
     return conn
 
 
