@@ -33,6 +33,7 @@ from gateway.errors import StateError
 from gateway.outbox.store import OutboxStore, open_outbox
 from gateway.pki.ca import SitePki
 from gateway.provenance.chain import verify_chain
+from gateway.provenance.identity import SEALED_BEGIN, load_key_file
 from gateway.sinks.local import History
 from gateway.state import statekey
 from gateway.state.cipher import StateCipher
@@ -105,6 +106,14 @@ def _fresh_ciphers() -> Iterator[None]:
     statekey._ciphers.clear()
 
 
+def assert_signing_key_sealed(state: Path) -> None:
+    """The gateway's signing key is encrypted with the state key too: its raw bytes are in no file."""
+    key_file = state / "gateway.key"
+    assert key_file.read_bytes().startswith(SEALED_BEGIN)
+    raw = load_key_file(key_file).private_key_for_storage().private_bytes_raw()
+    assert not [f.name for f in state.rglob("*") if f.is_file() and raw in f.read_bytes()]
+
+
 async def test_encryption_off_the_scan_finds_every_sentinel(tmp_state_dir: Path) -> None:
     await plant(make_config(tmp_state_dir, encryption={"enabled": False, "insecure_key_on_disk": False}))
     found = scan(tmp_state_dir)
@@ -119,6 +128,7 @@ async def test_encrypted_state_holds_no_sentinel_and_reads_back(
     cfg = make_config(tmp_state_dir)
     await plant(cfg)
     assert scan(tmp_state_dir) == {}
+    assert_signing_key_sealed(tmp_state_dir)
     for rec in caplog.records:
         text = rec.getMessage()
         assert SENTINEL not in text and str(VALUE) not in text, text
@@ -144,8 +154,10 @@ async def test_encrypted_state_holds_no_sentinel_and_reads_back(
 async def test_turning_encryption_on_leaves_no_plaintext_behind(tmp_state_dir: Path) -> None:
     await plant(make_config(tmp_state_dir, encryption={"enabled": False, "insecure_key_on_disk": False}))
     assert scan(tmp_state_dir)
+    assert (tmp_state_dir / "gateway.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     await plant(make_config(tmp_state_dir), seq=2)  # the same state directory, now encrypted at start
     assert scan(tmp_state_dir) == {}
+    assert_signing_key_sealed(tmp_state_dir)
     with History(tmp_state_dir) as h:
         assert [r.value for r in h.readings("hr-1")] == [VALUE, VALUE]
         assert len(h.waveforms("ecg-1")) == 2

@@ -9,12 +9,14 @@ refused. The private key never appears in ``repr``/``str`` or in log messages.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
 import secrets
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gateway.errors import StateError
 from gateway.provenance.didkey import did_key_from_public
+
+if TYPE_CHECKING:
+    from gateway.state.cipher import StateCipher
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +101,73 @@ def _load(path: Path, forbidden: int = 0o077) -> GatewayIdentity:
                 f"refusing to use it. Fix: chmod 600 {path}"
             )
         pem = f.read()
+    pem, resealed = _unseal(path, pem)
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise StateError(f"gateway key {path} is not an unencrypted PKCS#8 PEM private key: {e}") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise StateError(f"gateway key {path} holds a {type(key).__name__}, not an Ed25519 key")
+    if resealed:
+        _replace_key_file(path, key)
+        log.info("gateway key %s: now encrypted with the state key", path)
     return GatewayIdentity(key)
+
+
+SEALED_BEGIN = b"-----BEGIN DS4H SEALED PRIVATE KEY-----\n"
+SEALED_END = b"-----END DS4H SEALED PRIVATE KEY-----\n"
+
+
+def _state_cipher(path: Path) -> StateCipher | None:
+    """The state encryption of the directory holding ``path`` (a state directory's key file), if any."""
+    from gateway.state.statekey import cached_cipher
+
+    return cached_cipher(path.parent)
+
+
+def _unseal(path: Path, data: bytes) -> tuple[bytes, bool]:
+    """The PEM of a key file, and whether it must be written again (plaintext in an encrypted state
+    directory, or sealed with a previous state key)."""
+    cipher = _state_cipher(path) if path.name.startswith(KEY_FILE_NAME) else None
+    if data.startswith(SEALED_BEGIN):
+        if cipher is None:
+            raise StateError(
+                f"gateway key {path} is encrypted with the state key: configure [encryption] (docs/security.md)"
+            )
+        body = data[len(SEALED_BEGIN) :].split(SEALED_END, 1)[0]
+        try:
+            sealed = base64.b64decode(body, validate=False)
+        except ValueError as e:
+            raise StateError(f"gateway key {path}: damaged ({e})") from e
+        return cipher.open("files", "gateway.key", "1", sealed), not cipher.is_current(sealed)
+    return data, cipher is not None
+
+
+def _key_file_bytes(path: Path, key: Ed25519PrivateKey) -> bytes:
+    """A key file's content: PEM, encrypted with the state key when the state directory is encrypted."""
+    pem = _private_pem(key)
+    cipher = _state_cipher(path) if path.name.startswith(KEY_FILE_NAME) else None
+    if cipher is None:
+        return pem
+    sealed = base64.encodebytes(cipher.seal("files", "gateway.key", "1", pem))
+    return SEALED_BEGIN + sealed + SEALED_END
+
+
+def _replace_key_file(path: Path, key: Ed25519PrivateKey) -> None:
+    """Rewrite an existing key file in place (same key; atomic, 0600, fsynced)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(_key_file_bytes(path, key))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -125,7 +190,7 @@ def write_key_file(path: Path, key: Ed25519PrivateKey) -> bool:
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o600)  # exact mode whatever the umask
-            f.write(_private_pem(key))
+            f.write(_key_file_bytes(path, key))
             f.flush()
             os.fsync(f.fileno())
         try:
