@@ -294,6 +294,51 @@ class EncryptionSection(_Section):
         return self
 
 
+class ResearchSection(_Section):
+    """The research path (docs/consent.md): consent-filtered, pseudonymised copy of the data, its store and the
+    FHIR Observation endpoint."""
+
+    enabled: bool = False
+    """Run the ``research`` sink (own outbox cursor) and the FHIR endpoint. Off: no research copy at all."""
+    store: InfluxSinkSection | None = None
+    """The research store (InfluxDB v2 API), separate from the care store; unset: the research sink only records
+    its consent decisions (the endpoint and ``dataspace export`` still serve eligible data)."""
+    pseudonym_key_credential: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,254}$")] | None = None
+    """A systemd credential holding the pseudonym key material (``$CREDENTIALS_DIRECTORY/<name>``)."""
+    pseudonym_key_file: Path | None = None
+    """A pseudonym key file (mode 0600, on another medium than the state directory unless
+    ``insecure_key_on_disk``)."""
+    insecure_key_on_disk: bool = False
+    """Allow the pseudonym key beside the data: ``<state_dir>/pseudonym.key`` (created if missing, sealed with the
+    state key when encryption is on), or a ``pseudonym_key_file`` on the state directory's file system (the demo)."""
+    endpoint: bool = True
+    """Serve ``GET /dataspace/v1/observations`` on the control server (token in ``endpoint_token_file``)."""
+    endpoint_token_file: Path | None = None
+    """The endpoint's bearer token (not the control token); unset: ``<state_dir>/research.token``, created 0600."""
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+    """Observations per Bundle page when the request gives no ``_count``."""
+    max_page_size: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    """Largest ``_count`` a request may ask for."""
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ResearchSection:
+        if self.pseudonym_key_credential is not None and self.pseudonym_key_file is not None:
+            raise ValueError("set one pseudonym key source, not pseudonym_key_credential and pseudonym_key_file")
+        if (
+            self.enabled
+            and self.pseudonym_key_credential is None
+            and self.pseudonym_key_file is None
+            and not self.insecure_key_on_disk
+        ):
+            raise ValueError(
+                "the research path needs a pseudonym key: set pseudonym_key_credential or pseudonym_key_file "
+                "(or insecure_key_on_disk = true for a demo)"
+            )
+        if self.page_size > self.max_page_size:
+            raise ValueError("page_size must be <= max_page_size")
+        return self
+
+
 class DataspaceSection(_Section):
     """Filled by the dataspace issue."""
 
@@ -317,6 +362,7 @@ class Config(_Section):
     encryption: EncryptionSection | None = None
     """Required (docs/security.md): where the state encryption key comes from, or ``enabled = false``."""
     dataspace: DataspaceSection = DataspaceSection()
+    research: ResearchSection = ResearchSection()
     web: WebSection = WebSection()
 
     @model_validator(mode="after")

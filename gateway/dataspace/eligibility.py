@@ -1,0 +1,61 @@
+"""Is a reading eligible for research? (docs/consent.md#rules)
+
+A reading of device D at time t is eligible when
+1. D was bound to a patient P at t (a binding ``[from, until)`` covers t), and
+2. among P's consent records for ``research`` that count (FHIR status ``active``, not revoked) and cover t,
+   there is a ``permit`` and no ``deny`` (deny over permit; an opt-out is a deny without end).
+
+Eligibility is decided again whenever data leaves: per batch in the research sink, per request in the
+endpoint and per run of ``dataspace export``; a revocation therefore stops every later export, also of
+readings taken while the consent was still in force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.dataspace.patients import RESEARCH, ConsentDb, StoredConsent
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    eligible: bool
+    reason: str
+    """``eligible``, ``no_binding``, ``no_consent`` or ``denied``."""
+    patient_id: str | None = None
+
+
+def decide(consents: list[StoredConsent], t_ns: int) -> str:
+    """``eligible``, ``denied`` or ``no_consent`` for one patient's research consents at ``t_ns``."""
+    permit = False
+    for c in consents:
+        if c.purpose != RESEARCH or not c.counts or not c.covers(t_ns):
+            continue
+        if c.decision == "deny":
+            return "denied"
+        permit = True
+    return "eligible" if permit else "no_consent"
+
+
+class Eligibility:
+    """Decisions against the current state of a :class:`ConsentDb` (one snapshot per batch or request)."""
+
+    def __init__(self, db: ConsentDb) -> None:
+        self._db = db
+        self._consents: dict[str, list[StoredConsent]] = {}
+
+    def patient_consents(self, patient_id: str) -> list[StoredConsent]:
+        c = self._consents.get(patient_id)
+        if c is None:
+            c = self._consents[patient_id] = self._db.consents(patient_id)
+        return c
+
+    def at(self, device: str, t_ns: int) -> Decision:
+        b = self._db.binding_at(device, t_ns)
+        if b is None:
+            return Decision(False, "no_binding")
+        reason = decide(self.patient_consents(b.patient_id), t_ns)
+        return Decision(reason == "eligible", reason, b.patient_id)
+
+    def for_patient(self, patient_id: str, t_ns: int) -> bool:
+        return decide(self.patient_consents(patient_id), t_ns) == "eligible"
