@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class ControlServer:
         health: Callable[[], dict[str, Any]],
         max_body_bytes: int,
         ble_pair: Callable[[float], dict[str, Any]] | None = None,
+        routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self._token = token
         self._metrics = metrics
@@ -60,6 +61,7 @@ class ControlServer:
                 web.post("/api/v1/ble/pair", self.ble_pair),
             ]
         )
+        self._app.add_routes(list(routes))  # e.g. the research endpoint (gateway/dataspace/endpoint.py)
         self._runner: web.AppRunner | None = None
         self.url = ""
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.clock import ClockMonitor, SkewTracker
 from gateway.config import Config, influx_token
 from gateway.control import ControlServer, write_control_file
+from gateway.dataspace.service import ResearchPath, research_path
 from gateway.devices import DeviceRegistry
 from gateway.forwarder import Forwarder
 from gateway.ingest import IngestSource
@@ -64,6 +65,7 @@ class Gateway:
         self.clock = ClockMonitor(config.gateway.clock)
         ob = config.outbox
         sink_names = ["local"] + (["influx"] if config.sinks.influx is not None else [])
+        sink_names += ["research"] if config.research.enabled else []
         self.hot = HotBatches(sink_names, max_points=ob.hot_cache_points)
         envelopes = EnvelopeCache(self.keys.history.signer_for)
         self._writer_conn = open_outbox(self.state_dir, ob.synchronous)
@@ -121,6 +123,10 @@ class Gateway:
                     ix.max_points_per_write,
                 )
             )
+        self.research: ResearchPath | None = None
+        if config.research.enabled:  # the research path (docs/consent.md)
+            self.research = research_path(config, self.state_dir, self.identity)
+            self.sinks.append((self.research.sink, self.research.max_batches, self.research.max_points))
         self.forwarders = [
             Forwarder(
                 OutboxStore(open_outbox(self.state_dir, ob.synchronous), envelopes=envelopes, hot=self.hot),
@@ -140,7 +146,7 @@ class Gateway:
         self.housekeeper = Housekeeper(
             self._hk_store.conn,
             self.metrics,
-            sinks=[s.name for s, *_ in self.sinks],
+            sinks=[s.name for s, *_ in self.sinks if s.name != "research"],  # research never holds care data
             retention_s=config.provenance.archive_retention_days * 86400,
             budget_bytes=int(ob.disk_budget_mb * 1024 * 1024),
             history=HistoryPruner(self.local.used_bytes, self.local.prune_oldest),
@@ -154,6 +160,7 @@ class Gateway:
             health=self.health,
             max_body_bytes=config.web.max_body_bytes,
             ble_pair=self._ble_pair if self.ble is not None else None,
+            routes=self.research.routes if self.research is not None else (),
         )
         self._stats: dict[str, Any] = {}
         self._resealed_all = False
@@ -226,6 +233,7 @@ class Gateway:
             "sinks": {f.sink.name: {"last_error": f.last_error} for f in self.forwarders},
             **({"mqtt": self.mqtt_stats()} if self.mqtt is not None else {}),
             **({"ble": self.ble.stats()} if self.ble is not None else {}),
+            **({"research": {"batches": dict(self.research.sink.decided)}} if self.research is not None else {}),
             "devices": [
                 {"id": d.id, "kind": d.kind, "enabled": d.enabled, **activity.get(d.id, {})}
                 for d in self.registry.all()
@@ -319,6 +327,8 @@ class Gateway:
             return
         n = reseal_some(self._hk_store.conn, OUTBOX_SEALED, limit)
         n += self.local.reseal(max(0, limit - n))
+        if self.research is not None:
+            n += self.research.sink.reseal(max(0, limit - n))
         if n:
             log.info("state encryption: %d value(s) re-encrypted with the current key", n)
         self._resealed_all = n == 0
