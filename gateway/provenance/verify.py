@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.dataspace.bundlesig import BundleReport
 from gateway.errors import PayloadError, ProvenanceError
 from gateway.provenance.chain import ChainChecker
 from gateway.provenance.envelope import Envelope, envelope_hash
@@ -222,3 +223,20 @@ def is_layout_with_history(path: Path) -> bool:
     except ProvenanceError:
         return False
     return first is not None and peek_type(first) == KEY_RECORD_TYPE
+
+
+def verify_bundle_file(path: Path, expected_did: str | None = None) -> BundleReport:
+    """Verify the gateway signature (Provenance) of a research FHIR Bundle file (docs/consent.md#signature)."""
+    import json
+
+    from gateway.dataspace.bundlesig import verify_bundle
+
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except OSError as e:
+        raise ProvenanceError(f"{path}: {e.strerror or e}") from e
+    except ValueError as e:
+        report = BundleReport()
+        report.problems.append(f"{path}: not JSON: {e}")
+        return report
+    return verify_bundle(doc, expected_did)

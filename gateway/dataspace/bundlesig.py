@@ -1,0 +1,136 @@
+"""The gateway's signature over a pseudonymised Bundle (docs/consent.md#signature).
+
+Pseudonymisation changes the content, so the devices' and envelopes' signatures cannot cover what is served.
+Each Bundle therefore ends with a FHIR ``Provenance`` entry:
+
+- ``target``: every Observation of the Bundle (by ``fullUrl``); ``agent.who.identifier``: the gateway's did:key;
+- ``entity`` (role ``source``): one per source envelope, ``what.identifier`` {``urn:ds4h:envelope``, ``<number>``};
+- ``signature[0]``: ``sigFormat`` ``application/cose``, ``data`` = base64 of a COSE_Sign1 (Ed25519, kid = the
+  did:key) whose payload is the CBOR map ``{"typ": "ds4h-bundle-sig/v1", "sha256": h, "envelopes": [n…],
+  "gw": did}``.
+
+``h`` is the SHA-256 of the Bundle's canonical JSON — keys sorted, no insignificant whitespace, UTF-8 — with that
+``signature[0].data`` set to ``""``. A verifier recomputes ``h``, checks the COSE signature with the key inside
+the did:key, and that the envelope numbers equal the Provenance entities (``ds4h-gateway verify --bundle FILE``).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from gateway.errors import ProvenanceError
+from gateway.provenance.cose import ALG_ED25519, ALG_EDDSA, decode_exact, sign1_with, verify1
+from gateway.provenance.envelope import _key_for_kid
+
+SIG_TYPE = "ds4h-bundle-sig/v1"
+ENVELOPE_SYSTEM = "urn:ds4h:envelope"
+DID_SYSTEM = "urn:ietf:rfc:3986"
+SIG_TYPE_CODING = {
+    "system": "urn:iso-astm:E1762-95:2013",
+    "code": "1.2.840.10065.1.12.1.14",
+    "display": "Source Signature",
+}
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _digest(bundle: dict[str, Any], prov_index: int) -> bytes:
+    b = copy.deepcopy(bundle)
+    b["entry"][prov_index]["resource"]["signature"][0]["data"] = ""
+    return hashlib.sha256(canonical(b)).digest()
+
+
+def sign_bundle(
+    bundle: dict[str, Any], envelopes: Sequence[int], did: str, sign: Callable[[bytes], bytes], when: str
+) -> dict[str, Any]:
+    """Append the signed Provenance entry to ``bundle`` (in place) and return it."""
+    targets = [{"reference": e["fullUrl"]} for e in bundle["entry"]]
+    who = {"identifier": {"system": DID_SYSTEM, "value": did}}
+    numbers = sorted(set(envelopes))
+    prov = {
+        "resourceType": "Provenance",
+        "target": targets or [{"display": "empty page"}],
+        "recorded": when,
+        "activity": {"text": "pseudonymised research extract of signed envelopes"},
+        "agent": [{"who": who}],
+        "entity": [
+            {"role": "source", "what": {"identifier": {"system": ENVELOPE_SYSTEM, "value": str(n)}}} for n in numbers
+        ],
+        "signature": [
+            {"type": [SIG_TYPE_CODING], "when": when, "who": who, "sigFormat": "application/cose", "data": ""}
+        ],
+    }
+    bundle["entry"].append({"fullUrl": f"urn:uuid:{bundle['id']}-provenance", "resource": prov})
+    idx = len(bundle["entry"]) - 1
+    payload = cbor2.dumps(
+        {"typ": SIG_TYPE, "sha256": _digest(bundle, idx), "envelopes": numbers, "gw": did}, canonical=True
+    )
+    cose = sign1_with(payload, sign, did.encode(), ALG_EDDSA)
+    prov["signature"][0]["data"] = base64.b64encode(cose).decode()  # type: ignore[index]
+    return bundle
+
+
+@dataclass
+class BundleReport:
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+    did: str | None = None
+    observations: int = 0
+    envelopes: list[int] = field(default_factory=list)
+
+
+def verify_bundle(bundle: Any, expected_did: str | None = None) -> BundleReport:
+    """Check a served Bundle's Provenance signature; never raises for bad content."""
+    r = BundleReport()
+    try:
+        _verify(bundle, expected_did, r)
+    except (ProvenanceError, KeyError, IndexError, TypeError, ValueError) as e:
+        r.problems.append(f"{type(e).__name__}: {e}" if not isinstance(e, ProvenanceError) else str(e))
+    r.ok = not r.problems
+    return r
+
+
+def _verify(bundle: Any, expected_did: str | None, r: BundleReport) -> None:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise ProvenanceError("not a FHIR Bundle")
+    entries = bundle.get("entry", [])
+    provs = [i for i, e in enumerate(entries) if e.get("resource", {}).get("resourceType") == "Provenance"]
+    if len(provs) != 1:
+        raise ProvenanceError(f"the Bundle must carry exactly one Provenance entry (found {len(provs)})")
+    idx = provs[0]
+    prov = entries[idx]["resource"]
+    sig = prov["signature"][0]
+    if sig.get("sigFormat") != "application/cose":
+        raise ProvenanceError("Provenance.signature[0].sigFormat is not application/cose")
+    cose = base64.b64decode(sig["data"], validate=True)
+    payload, kid = verify1(cose, _key_for_kid, allowed_algs=(ALG_EDDSA, ALG_ED25519))
+    did = kid.decode()
+    r.did = did
+    obj = decode_exact(payload, "bundle signature payload")
+    if not isinstance(obj, dict) or obj.get("typ") != SIG_TYPE:
+        raise ProvenanceError(f"signature payload is not a {SIG_TYPE} map")
+    if obj.get("gw") != did:
+        raise ProvenanceError("signature payload names another gateway than its kid")
+    if expected_did is not None and did != expected_did:
+        r.problems.append(f"signed by {did}, not by --did {expected_did}")
+    if obj["sha256"] != _digest(bundle, idx):
+        r.problems.append("the Bundle's content does not match its signature (altered after signing)")
+    listed = sorted(int(e["what"]["identifier"]["value"]) for e in prov.get("entity", []))
+    r.envelopes = list(obj["envelopes"])
+    if listed != r.envelopes:
+        r.problems.append(f"Provenance entities {listed} differ from the signed envelope numbers {r.envelopes}")
+    r.observations = sum(1 for e in entries if e.get("resource", {}).get("resourceType") == "Observation")
+    targets = {t.get("reference") for t in prov.get("target", [])}
+    obs_urls = {e.get("fullUrl") for e in entries if e.get("resource", {}).get("resourceType") == "Observation"}
+    if obs_urls - targets:
+        r.problems.append("Provenance.target does not name every Observation")
