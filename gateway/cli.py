@@ -410,8 +410,28 @@ def cmd_outbox_export(args: argparse.Namespace) -> int:
     return _export(args, since, until, None)
 
 
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    from gateway.provenance.verify import verify_bundle_file
+
+    report = verify_bundle_file(args.file, args.did)
+    if args.json:
+        _print({"ok": report.ok, "file": str(args.file), "problems": report.problems, "did": report.did,
+                "observations": report.observations, "envelopes": report.envelopes})  # fmt: skip
+        return 0 if report.ok else 1
+    print(f"{'OK' if report.ok else 'FAILED'}: {args.file} (FHIR Bundle signed by {report.did})")
+    for p in report.problems:
+        print(f"  {p}")
+    print(f"observations: {report.observations}, source envelopes: {len(report.envelopes)}")
+    if not args.did:
+        print("identity: NOT checked (pass --did with the gateway's did:key)")
+    return 0 if report.ok else 1
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from gateway.provenance.verify import verify_export
+
+    if args.bundle:
+        return cmd_verify_bundle(args)
 
     report = verify_export(args.file, args.did)
     if args.json:
@@ -635,7 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify an `outbox export` file with nothing but the gateway's did:key; exit 0 only if "
         "everything verifies. Prints a summary, or the first bad item.",
     )
-    vf.add_argument("file", type=Path, help="the export file")
+    vf.add_argument("file", type=Path, help="the export file (or, with --bundle, a served/exported FHIR Bundle)")
+    vf.add_argument(
+        "--bundle", action="store_true", help="FILE is a FHIR Bundle of the research endpoint or `dataspace export`"
+    )
     vf.add_argument("--did", help="the gateway's did:key you trust (any key of its history)")
     vf.add_argument("--json", action="store_true", help="print the report as JSON")
     vf.set_defaults(func=cmd_verify)
@@ -657,6 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_encryption import add_encryption_commands
 
     add_encryption_commands(sub)
+    from gateway.cli_patients import add_patients_commands
+
+    add_patients_commands(sub)
     return p
 
 
