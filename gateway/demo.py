@@ -158,6 +158,9 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             "web": {"port": args.port},
             # the demo keeps its throw-away state encrypted with a key beside it, and says so at start
             "encryption": {"insecure_key_on_disk": True},
+            # the research path with its pseudonym key beside the data too (warned about), no research store:
+            # the endpoint and `dataspace export` serve the consented patients' pseudonymised data
+            "research": {"enabled": True, "insecure_key_on_disk": True},
         }
         if broker is not None:
             raw["mqtt"] = broker.mqtt_section()
@@ -170,6 +173,47 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             await radio.stop()
         if broker is not None:
             await broker.stop()
+
+
+DEMO_CONSENTED = ("odd demo patients (p01, p03 …) and even ward patients (0, 2 …) have research consent;"
+                  " the others have none")  # fmt: skip
+
+
+def demo_patient(device_id: str, ward: Ward | None) -> tuple[str, bool] | None:
+    """The simulated patient wearing ``device_id`` and whether that patient consented to research."""
+    if device_id[:1] == "p" and device_id[1:3].isdigit() and device_id[3:4] == "-":
+        n = int(device_id[1:3])
+        return f"demo-patient-{n:02d}", n % 2 == 1
+    n = ward.patient(device_id) if ward is not None else None
+    if n is None:
+        return None
+    return f"ward-patient-{n}", n % 2 == 0
+
+
+def bind_demo_patients(state_dir: Path, devices: list[str], ward: Ward | None) -> dict[str, list[str]]:
+    """Bind the simulated patients to their devices and record research consent for some of them."""
+    from gateway.dataspace.patients import ConsentDb, ConsentRecord
+
+    since = time.time_ns() - 365 * 86400 * 10**9
+    consented: dict[str, bool] = {}
+    with ConsentDb.open(state_dir) as db:
+        bound = {b.device for b in db.bindings()}
+        for device_id in devices:
+            who = demo_patient(device_id, ward)
+            if who is None:
+                continue
+            consented[who[0]] = who[1]
+            if device_id not in bound:
+                db.bind(device_id, who[0], since)
+        db.add_consents(
+            ConsentRecord(pid, "permit", since, None, "active", "demo", f"demo:{pid}")
+            for pid, ok in consented.items()
+            if ok
+        )
+    return {
+        "consented": sorted(p for p, ok in consented.items() if ok),
+        "not_consented": sorted(p for p, ok in consented.items() if not ok),
+    }
 
 
 def _announce(gw: Gateway, state_dir: Path, config: Config, broker: DemoBroker | None, ward: Ward | None) -> None:
@@ -198,6 +242,7 @@ async def _run(
     ward: Ward | None,
 ) -> dict[str, Any]:
     gw = Gateway(config)
+    patients = bind_demo_patients(state_dir, [d.id for d in gw.registry.all()], ward)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -230,6 +275,9 @@ async def _run(
                 )
             if not args.json:
                 _announce(gw, state_dir, config, broker, ward)
+                print(
+                    f"research: {DEMO_CONSENTED}; after the demo: ds4h-gateway dataspace export --state-dir {state_dir}"
+                )
             deadline = None if args.duration is None else loop.time() + args.duration
             await _watch(gw, sim, ward, links, stop, deadline, live=not args.json)
             if gw.ble is not None:
@@ -252,7 +300,9 @@ async def _run(
             await demo_ward.stop(ward, timeout_s=0)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return _summary(gw, state_dir, sim, broker, ward, ble_state, links, quarantine)
+    summary = _summary(gw, state_dir, sim, broker, ward, ble_state, links, quarantine)
+    summary["research"] = {**patients, "batches": dict(gw.research.sink.decided) if gw.research else {}}
+    return summary
 
 
 def _summary(
@@ -272,7 +322,7 @@ def _summary(
         "did": gw.identity.did,
         "state_dir": str(state_dir),
         "readings_committed": c["readings_committed"],
-        "readings_forwarded": sum(c["readings_forwarded"].values()),
+        "readings_forwarded": min(c["readings_forwarded"].values()),  # to every sink
         "readings_forwarded_by_sink": c["readings_forwarded"],
         "readings_lost": c["readings_lost"],
         "batches_committed": c["batches_committed"],

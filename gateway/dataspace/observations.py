@@ -36,6 +36,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "spo2": ("spo2",),
     "body-temperature": ("body_temperature",),
     "ecg": ("ecg", "ecg_lead_i", "ecg_lead_ii"),
+    "pleth": ("pleth",),
+    "perfusion-index": ("perfusion_index",),
 }  # fmt: skip
 """``kind=`` values of the endpoint and their metrics."""
 
@@ -120,7 +122,7 @@ def select(state_dir: Path, db: ConsentDb, pseudo: Pseudonymiser, q: Query) -> l
                 n = _envelope_for(spans, starts, r.t_ns)
                 if n is not None:
                     out.append(Item(r.t_ns, r.metric, q.pseudonym, pdv, n, reading=r))
-            if metrics & set(KINDS["ecg"]) or any(METRICS[m].waveform for m in metrics):
+            if any(METRICS[m].waveform for m in metrics):
                 for w in read_waveforms(hist, b.device, None, lo, hi):
                     end = w.start_ns + max(0, len(w.samples) - 1) * w.period_ns
                     if w.metric not in metrics or end > hi:
