@@ -43,7 +43,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     state_dir = _state_dir(args)
     out: dict[str, object] = {"state_dir": str(state_dir)}
-    for name, opener, cols in (("outbox.db", open_outbox, OUTBOX), ("history.db", open_history, HISTORY)):
+    from gateway.dataspace.patients import SEALED as CONSENT
+    from gateway.dataspace.patients import open_consent_db
+
+    dbs = (("outbox.db", open_outbox, OUTBOX), ("history.db", open_history, HISTORY))
+    for name, opener, cols in (*dbs, ("consent.db", open_consent_db, CONSENT)):
         if not (state_dir / name).exists():
             continue
         conn = opener(state_dir, readonly=True)
