@@ -291,7 +291,9 @@ class ConsentDb:
 
     # --- consents -------------------------------------------------------------------------------------
     def add_consents(self, records: Iterable[ConsentRecord]) -> tuple[int, int]:
-        """Insert or replace (by source reference) consent records in one transaction: (added, replaced)."""
+        """Insert or replace (by source reference) consent records in one transaction: (added, replaced).
+
+        A revocation sticks: re-importing a revoked record (a nightly sync of the same file) does not undo it."""
         added = replaced = 0
         now = time.time_ns()
         with write_transaction(self.conn):
@@ -302,7 +304,7 @@ class ConsentDb:
                 if old is not None:
                     self.conn.execute(
                         "UPDATE consents SET pid_hash = ?, purpose = ?, decision = ?, from_ns = ?, until_ns = ?,"
-                        " status = ?, source = ?, imported_ns = ?, revoked_ns = NULL WHERE id = ?",
+                        " status = ?, source = ?, imported_ns = ? WHERE id = ?",
                         (h, r.purpose, r.decision, r.from_ns, r.until_ns, r.status, r.source, now, old[0]),
                     )
                     replaced += 1
