@@ -184,10 +184,10 @@ def demo_patient(device_id: str, ward: Ward | None) -> tuple[str, bool] | None:
     if device_id[:1] == "p" and device_id[1:3].isdigit() and device_id[3:4] == "-":
         n = int(device_id[1:3])
         return f"demo-patient-{n:02d}", n % 2 == 1
-    n = ward.patient(device_id) if ward is not None else None
-    if n is None:
+    w = ward.patient(device_id) if ward is not None else None
+    if w is None:
         return None
-    return f"ward-patient-{n}", n % 2 == 0
+    return f"ward-patient-{w}", w % 2 == 0
 
 
 def bind_demo_patients(state_dir: Path, devices: list[str], ward: Ward | None) -> dict[str, list[str]]:

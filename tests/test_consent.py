@@ -23,11 +23,13 @@ import aiohttp
 import numpy as np
 import pytest
 from fhir.resources.R4B.bundle import Bundle
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.cli import main as cli
 from gateway.dataspace.bundlesig import verify_bundle
 from gateway.dataspace.consent import ConsentError, load_fhir, load_opt_out
-from gateway.dataspace.eligibility import decide
+from gateway.dataspace.eligibility import decide, eligible_intervals
 from gateway.dataspace.patients import ConsentDb, StoredConsent
 from gateway.dataspace.pseudonym import Pseudonymiser, open_pseudonymiser
 from gateway.state import statekey
@@ -138,6 +140,30 @@ def test_rules_deny_over_permit_status_and_revocation() -> None:
     for status in ("inactive", "rejected", "entered-in-error", "draft", "proposed"):
         assert decide([_stored("permit", 100, 200, status)], 150) == "no_consent"
     assert decide([_stored("permit", 100, 200, revoked=1)], 150) == "no_consent"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["permit", "deny"]),
+            st.integers(0, 50),
+            st.one_of(st.none(), st.integers(1, 60)),
+            st.sampled_from(["active", "inactive"]),
+            st.booleans(),
+        ),
+        max_size=6,
+    ),
+    st.lists(st.integers(-5, 70), min_size=1, max_size=20),
+)
+def test_eligible_intervals_agree_with_the_rule(raw: list[Any], times: list[int]) -> None:
+    consents = [
+        _stored(d, f, None if u is None else f + u, status, 1 if revoked else None) for d, f, u, status, revoked in raw
+    ]
+    windows = eligible_intervals(consents)
+    for t in times:
+        inside = any(a <= t < b for a, b in windows)
+        assert inside == (decide(consents, t) == "eligible"), (t, windows)
 
 
 def test_pseudonyms_are_keyed_and_rotate() -> None:
@@ -333,6 +359,9 @@ async def test_research_path_end_to_end(
 
         # revoke A: endpoint, export and research store stop at once
         _cli("consent", "revoke", "--patient", A, *sd)
+        status, text, _ = await _get(url, token)
+        assert status == 200 and json.loads(text)["total"] == 0
+        _cli("consent", "import", str(f), *sd)  # a re-import of the same file does not undo the revocation
         status, text, _ = await _get(url, token)
         assert status == 200 and json.loads(text)["total"] == 0
         _cli("dataspace", "export", *sd, "--out", str(out))

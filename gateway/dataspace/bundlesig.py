@@ -17,7 +17,6 @@ the did:key, and that the envelope numbers equal the Provenance entities (``ds4h
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -45,9 +44,13 @@ def canonical(obj: Any) -> bytes:
 
 
 def _digest(bundle: dict[str, Any], prov_index: int) -> bytes:
-    b = copy.deepcopy(bundle)
-    b["entry"][prov_index]["resource"]["signature"][0]["data"] = ""
-    return hashlib.sha256(canonical(b)).digest()
+    sig = bundle["entry"][prov_index]["resource"]["signature"][0]
+    data = sig["data"]
+    sig["data"] = ""  # in place (a deep copy of a big page costs more than the hash), restored below
+    try:
+        return hashlib.sha256(canonical(bundle)).digest()
+    finally:
+        sig["data"] = data
 
 
 def sign_bundle(

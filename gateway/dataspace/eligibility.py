@@ -12,9 +12,10 @@ readings taken while the consent was still in force.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
-from gateway.dataspace.patients import RESEARCH, ConsentDb, StoredConsent
+from gateway.dataspace.patients import FOREVER, RESEARCH, ConsentDb, StoredConsent
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,25 @@ def decide(consents: list[StoredConsent], t_ns: int) -> str:
             return "denied"
         permit = True
     return "eligible" if permit else "no_consent"
+
+
+def eligible_intervals(consents: list[StoredConsent]) -> list[tuple[int, int]]:
+    """The times at which :func:`decide` says ``eligible``, as sorted disjoint ``[start, end)`` intervals."""
+    lo, hi = -(1 << 63), FOREVER
+    cuts = {lo, hi}
+    for c in consents:
+        if c.purpose == RESEARCH and c.counts:
+            cuts.add(max(lo, c.from_ns))
+            cuts.add(hi if c.until_ns is None else min(hi, c.until_ns))
+    points = sorted(cuts)
+    out: list[tuple[int, int]] = []
+    for a, b in itertools.pairwise(points):
+        if decide(consents, a) == "eligible":
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+    return out
 
 
 class Eligibility:

@@ -82,8 +82,7 @@ def make_page(
 ) -> Page:
     """One page of the query, signed (blocking: run it in a thread)."""
     with ConsentDb.open(state_dir, readonly=True) as db:
-        items = select(state_dir, db, pseudo, q)
-    page = items[offset : offset + count]
+        page, total = select(state_dir, db, pseudo, q, offset, count)
     now = time.time_ns()
     if fmt == "csv":
         body = to_csv(page).encode()
@@ -97,7 +96,7 @@ def make_page(
             canonical=True,
         )
         sig = base64.b64encode(sign1_with(payload, signer.sign, signer.did.encode(), ALG_EDDSA)).decode()
-        return Page(body, "text/csv", {"X-DS4H-Signature": sig, "X-Total-Count": str(len(items))}, len(page))
+        return Page(body, "text/csv", {"X-DS4H-Signature": sig, "X-Total-Count": str(total)}, len(page))
 
     def url(off: int) -> str:
         params: dict[str, str] = {"patient": q.pseudonym, "_count": str(count), "_offset": str(off)}
@@ -108,8 +107,8 @@ def make_page(
             params["kind"] = ",".join(q.kinds)
         return f"{base_url}{PATH}?{urllib.parse.urlencode(params)}"
 
-    nxt = url(offset + count) if offset + count < len(items) else None
-    b = bundle(page, total=len(items), self_url=url(offset), next_url=nxt, timestamp_ns=now)
+    nxt = url(offset + count) if offset + count < total else None
+    b = bundle(page, total=total, self_url=url(offset), next_url=nxt, timestamp_ns=now)
     sign_bundle(b, [i.envelope_n for i in page], signer.did, signer.sign, iso(now))
     from gateway.dataspace.bundlesig import canonical
 

@@ -71,7 +71,7 @@ def run_export(args: argparse.Namespace) -> int:
     with ConsentDb.open(state_dir, readonly=True) as db:
         names = [args.patient] if args.patient else list(all_pseudonyms(db, pseudo))
         for p in names:
-            items += select(state_dir, db, pseudo, Query(p, since, min(until, FOREVER), tuple(args.kind)))
+            items += select(state_dir, db, pseudo, Query(p, since, min(until, FOREVER), tuple(args.kind)))[0]
     items.sort(key=lambda i: (i.t_ns, i.pseudonym, i.metric))
     sig_text = ""
     if args.format == "csv":

@@ -13,11 +13,13 @@ What the endpoint and ``dataspace export`` serve (docs/consent.md#endpoint) come
 from __future__ import annotations
 
 import bisect
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from gateway.dataspace.eligibility import Eligibility
+from gateway.dataspace.eligibility import eligible_intervals
 from gateway.dataspace.patients import FOREVER, ConsentDb
 from gateway.dataspace.pseudonym import Pseudonymiser
 from gateway.errors import GatewayError
@@ -75,14 +77,23 @@ class Item:
     waveform: HistoryWaveform | None = None
 
 
+class Key(NamedTuple):
+    """An eligible observation before its value is read (values are decrypted only for the page served)."""
+
+    t_ns: int
+    metric: str
+    device_pseudonym: str
+    device: str
+    waveform: bool
+    envelope_n: int
+
+
 def _envelope_for(spans: Sequence[tuple[int, int, int]], starts: list[int], t_ns: int) -> int | None:
     i = bisect.bisect_right(starts, t_ns)
-    for j in range(i - 1, -1, -1):
+    for j in range(i - 1, i - 65 if i > 65 else -1, -1):  # spans of one device rarely overlap much
         first, last, n = spans[j]
         if first <= t_ns <= last:
             return n
-        if j < i - 64:  # spans of one device rarely overlap much
-            break
     return None
 
 
@@ -95,20 +106,23 @@ def resolve(db: ConsentDb, pseudo: Pseudonymiser, pseudonym: str) -> tuple[str, 
     return None
 
 
-def select(state_dir: Path, db: ConsentDb, pseudo: Pseudonymiser, q: Query) -> list[Item]:
-    """Every eligible research observation of the query, oldest first (see module docstring)."""
+def select_keys(hist: sqlite3.Connection, db: ConsentDb, pseudo: Pseudonymiser, q: Query) -> list[Key]:
+    """Every eligible research observation of the query, oldest first (see module docstring); no value is
+    decrypted."""
     metrics = q.metrics()
     found = resolve(db, pseudo, q.pseudonym)
     if found is None:
         return []
     pid, key_index = found
-    elig = Eligibility(db)
-    out: list[Item] = []
-    hist = open_history(state_dir, readonly=True)
-    try:
-        for b in db.bindings_of(pid):
-            lo = max(q.since_ns, b.from_ns)
-            hi = min(q.until_ns, FOREVER if b.until_ns is None else b.until_ns - 1)
+    windows = eligible_intervals(db.consents(pid))  # consent re-checked now, once per request
+    waves = any(METRICS[m].waveform for m in metrics)
+    marks = ",".join("?" * len(metrics))
+    out: list[Key] = []
+    for b in db.bindings_of(pid):
+        b_end = FOREVER if b.until_ns is None else b.until_ns - 1
+        for w_start, w_end in windows:
+            lo = max(q.since_ns, b.from_ns, w_start)
+            hi = min(q.until_ns, b_end, w_end - 1)
             if lo > hi:
                 continue
             spans = db.research_spans(b.device, lo, hi)
@@ -116,26 +130,70 @@ def select(state_dir: Path, db: ConsentDb, pseudo: Pseudonymiser, q: Query) -> l
                 continue
             starts = [s[0] for s in spans]
             pdv = pseudo.device(pid, b.device, key_index)
-            for r in read_readings(hist, b.device, None, lo, hi):
-                if r.metric not in metrics or not elig.for_patient(pid, r.t_ns):
-                    continue
-                n = _envelope_for(spans, starts, r.t_ns)
+            rows = hist.execute(
+                f"SELECT t_ns, metric FROM readings WHERE device = ? AND t_ns >= ? AND t_ns <= ? AND metric IN"
+                f" ({marks})",
+                (b.device, lo, hi, *metrics),
+            )
+            for t, m in rows:
+                n = _envelope_for(spans, starts, t)
                 if n is not None:
-                    out.append(Item(r.t_ns, r.metric, q.pseudonym, pdv, n, reading=r))
-            if any(METRICS[m].waveform for m in metrics):
-                for w in read_waveforms(hist, b.device, None, lo, hi):
-                    end = w.start_ns + max(0, len(w.samples) - 1) * w.period_ns
-                    if w.metric not in metrics or end > hi:
-                        continue
-                    if not (elig.for_patient(pid, w.start_ns) and elig.for_patient(pid, end)):
-                        continue
-                    n = _envelope_for(spans, starts, w.start_ns)
-                    if n is not None:
-                        out.append(Item(w.start_ns, w.metric, q.pseudonym, pdv, n, waveform=w))
+                    out.append(Key(t, m, pdv, b.device, False, n))
+            if not waves:
+                continue
+            rows = hist.execute(
+                "SELECT start_ns, metric FROM waveforms WHERE device = ? AND start_ns >= ? AND"
+                f" start_ns + (n - 1) * period_ns <= ? AND start_ns <= ? AND metric IN ({marks})",
+                (b.device, lo, hi, hi, *metrics),
+            )
+            for t, m in rows:
+                n = _envelope_for(spans, starts, t)
+                if n is not None:
+                    out.append(Key(t, m, pdv, b.device, True, n))
+    out.sort(key=lambda k: (k.t_ns, k.metric, k.device_pseudonym))
+    return out
+
+
+def materialise(hist: sqlite3.Connection, keys: Sequence[Key], pseudonym: str) -> list[Item]:
+    """The items of ``keys`` (a page) with their values, decrypted."""
+    by_device: dict[tuple[str, bool], list[Key]] = {}
+    for k in keys:
+        by_device.setdefault((k.device, k.waveform), []).append(k)
+    found: dict[tuple[str, str, int, bool], HistoryReading | HistoryWaveform] = {}
+    for (device, wave), ks in by_device.items():
+        lo, hi = min(k.t_ns for k in ks), max(k.t_ns for k in ks)
+        wanted = {k.metric for k in ks}
+        if wave:
+            for w in read_waveforms(hist, device, None, lo, hi):
+                if w.metric in wanted:
+                    found[(device, w.metric, w.start_ns, True)] = w
+        else:
+            for r in read_readings(hist, device, None, lo, hi):
+                if r.metric in wanted:
+                    found[(device, r.metric, r.t_ns, False)] = r
+    out = []
+    for k in keys:
+        v = found.get((k.device, k.metric, k.t_ns, k.waveform))
+        if v is None:  # pruned between the two reads: left out
+            continue
+        if isinstance(v, HistoryWaveform):
+            out.append(Item(k.t_ns, k.metric, pseudonym, k.device_pseudonym, k.envelope_n, waveform=v))
+        else:
+            out.append(Item(k.t_ns, k.metric, pseudonym, k.device_pseudonym, k.envelope_n, reading=v))
+    return out
+
+
+def select(
+    state_dir: Path, db: ConsentDb, pseudo: Pseudonymiser, q: Query, offset: int = 0, count: int | None = None
+) -> tuple[list[Item], int]:
+    """A page (``offset``, ``count``; None: all) of the query's items, and the number of all of them."""
+    hist = open_history(state_dir, readonly=True)
+    try:
+        keys = select_keys(hist, db, pseudo, q)
+        page = keys[offset:] if count is None else keys[offset : offset + count]
+        return materialise(hist, page, q.pseudonym), len(keys)
     finally:
         hist.close()
-    out.sort(key=lambda i: (i.t_ns, i.metric, i.device_pseudonym))
-    return out
 
 
 def all_pseudonyms(db: ConsentDb, pseudo: Pseudonymiser) -> Iterable[str]:
