@@ -23,6 +23,7 @@ import aiohttp
 import numpy as np
 import pytest
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.observation import Observation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,12 +31,16 @@ from gateway.cli import main as cli
 from gateway.dataspace.bundlesig import verify_bundle
 from gateway.dataspace.consent import ConsentError, load_fhir, load_opt_out
 from gateway.dataspace.eligibility import decide, eligible_intervals
+from gateway.dataspace.fhir import CGM_READING, observation
+from gateway.dataspace.observations import Item
 from gateway.dataspace.patients import ConsentDb, StoredConsent
 from gateway.dataspace.pseudonym import Pseudonymiser, open_pseudonymiser
+from gateway.sinks.local import HistoryReading
 from gateway.state import statekey
+from gateway.vocabulary import METRICS
 from tests import sentinels
 from tests.gw import make_config, post, running, wait_until
-from tests.services import VictoriaMetrics
+from tests.services import VictoriaMetrics, free_port
 
 A = sentinels.PATIENT
 B = "patient-b-0002"
@@ -188,6 +193,72 @@ def test_bindings_do_not_overlap(tmp_state_dir: Path) -> None:
         assert db.binding_at("hr-1", 300) is None and db.binding_at("hr-1", 99) is None
 
 
+MDC = "urn:iso:std:iso:11073:10101"
+
+
+def test_observation_mapping_codes_units_and_absent_values() -> None:
+    t = 1_767_225_600_123_456_789
+    cases = [
+        (HistoryReading("d", "glucose_isf", t, 104.0, "mg/dL", None, 0, 7, 0), "160212", "99504-3", CGM_READING),
+        (HistoryReading("d", "glucose_isf", t, 5.8, "mmol/L", None, 0, 8, 0), "160212", "105272-9", None),
+        (HistoryReading("d", "glucose_isf", t, None, "mg/dL", "nres", 4, 9, 0), "160212", "99504-3", None),
+        (HistoryReading("d", "spo2", t, 97.0, "%", None, 0, None, 0), "150456", "59408-5", None),
+        (HistoryReading("d", "glucose_capillary_whole_blood", t, 5.4, "mmol/L", None, 0, 1, 0), "160184", None, None),
+    ]
+    for r, mdc, loinc, profile in cases:
+        o = observation(Item(t, r.metric, "psn-x", "pdv-y", 1, reading=r))
+        Observation.model_validate(o)
+        codings = o["code"]["coding"]
+        assert codings[0] == {"system": MDC, "code": mdc, "display": METRICS[r.metric].mdc_ref}
+        assert [c["code"] for c in codings[1:]] == ([loinc] if loinc else [])
+        assert o["effectiveDateTime"] == "2026-01-01T00:00:00.123456Z"
+        if profile:
+            assert profile in o["meta"]["profile"]
+        if r.value is None:
+            assert o["dataAbsentReason"]["coding"][0]["code"] == "error" and "valueQuantity" not in o
+            assert o["status"] == "preliminary"  # the device set status bits
+        else:
+            q = o["valueQuantity"]
+            assert (q["value"], q["unit"], q["code"], q["system"]) == (
+                r.value,
+                r.unit,
+                r.unit,
+                "http://unitsofmeasure.org",
+            )
+
+
+async def test_a_research_store_that_is_down_holds_up_no_care_data(
+    tmp_state_dir: Path, victoria_metrics: VictoriaMetrics
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    cfg = make_config(
+        tmp_state_dir,
+        gateway={"shutdown_flush_s": 1},
+        sinks={"influx": {"url": victoria_metrics.url, "token": "t"}},
+        research={"enabled": True, "insecure_key_on_disk": True, "store": {"url": dead, "token": "t"}},
+    )
+    async with running(cfg) as gw:
+        with ConsentDb.open(tmp_state_dir) as db:
+            db.bind("hr-1", A, 0)
+            db.add_consents(load_fhir_text(tmp_state_dir, [consent("a1", A)]).records)
+        t0 = time.time_ns() - 60 * 10**9
+        batches = [{"device": "hr-1", "key": ["down", i], "readings": [
+            {"metric": "heart_rate", "v": 70.0, "u": "/min", "t": t0 + i * 10**9}]} for i in range(20)]  # fmt: skip
+        status, _ = await post(gw, batches)
+        assert status == 200
+        await asyncio.to_thread(victoria_metrics.wait_for_points, 'heart_rate_value{device="hr-1"}', 20)
+        await wait_until(lambda: gw.stats()["sinks"]["research"]["last_error"] is not None, what="research retrying")
+        assert gw.counters()["readings_forwarded"]["local"] == 20
+        assert gw.counters()["readings_forwarded"]["research"] == 0
+        assert gw.counters()["readings_lost"] == 0
+
+
+def load_fhir_text(where: Path, resources: list[dict[str, Any]]) -> Any:
+    f = where / "consents.json"
+    f.write_text(json.dumps(resources))
+    return load_fhir(f)
+
+
 # --- integration ------------------------------------------------------------------------------------
 def _cli(*args: str) -> str:
     out = io.StringIO()
@@ -266,11 +337,13 @@ async def test_research_path_end_to_end(
             lambda: gw.research is not None and sum(gw.research.sink.decided.values()) >= 8, what="research"
         )
         # care: everything, as measured
-        victoria_metrics.wait_for_points('heart_rate_value{device="hr-1"}', 10)
-        victoria_metrics.wait_for_points('glucose_isf_value{device="cgm-1"}', 2)
+        await asyncio.to_thread(victoria_metrics.wait_for_points, 'heart_rate_value{device="hr-1"}', 10)
+        await asyncio.to_thread(victoria_metrics.wait_for_points, 'glucose_isf_value{device="cgm-1"}', 2)
         # research: only A's data, under its pseudonym
-        vm_private.wait_for_points("heart_rate_value", 10)
-        vm_private.wait_for_points("ecg_value", ECG.size)  # 4 ms apart: each sample its own point
+        await asyncio.to_thread(vm_private.wait_for_points, "heart_rate_value", 10)
+        await asyncio.to_thread(
+            vm_private.wait_for_points, "ecg_value", ECG.size
+        )  # 4 ms apart: each sample its own point
         series = vm_private.export()
         names = {s["metric"]["__name__"] for s in series}
         assert {"heart_rate_value", "ecg_value"} <= names
@@ -370,7 +443,9 @@ async def test_research_path_end_to_end(
         status, body = await post(gw, _batches(3, t0 + 20 * 10**9))
         assert status == 200
         await wait_until(lambda: sum(gw.research.sink.decided.values()) >= 12, what="research after revoke")  # type: ignore[union-attr]
-        victoria_metrics.wait_for_points('heart_rate_value{device="hr-1"}', 15)  # care data keeps flowing
+        await asyncio.to_thread(
+            victoria_metrics.wait_for_points, 'heart_rate_value{device="hr-1"}', 15
+        )  # care data keeps flowing
         assert vm_private.count_unique_points("heart_rate_value") == before
     # nothing in the state directory carries a patient identifier in the clear
     for f in sorted(state.rglob("*")):
