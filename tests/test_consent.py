@@ -30,12 +30,14 @@ from hypothesis import strategies as st
 from gateway.cli import main as cli
 from gateway.dataspace.bundlesig import verify_bundle
 from gateway.dataspace.consent import ConsentError, load_fhir, load_opt_out
-from gateway.dataspace.eligibility import decide, eligible_intervals
+from gateway.dataspace.eligibility import Eligibility, decide, eligible_intervals
 from gateway.dataspace.fhir import CGM_READING, observation
 from gateway.dataspace.observations import Item
 from gateway.dataspace.patients import ConsentDb, StoredConsent
 from gateway.dataspace.pseudonym import Pseudonymiser, open_pseudonymiser
+from gateway.model import Batch, Reading, SourceKey
 from gateway.sinks.local import HistoryReading
+from gateway.sinks.research import decision_of, encode_filtered, filter_batch
 from gateway.state import statekey
 from gateway.vocabulary import METRICS
 from tests import sentinels
@@ -194,6 +196,28 @@ def test_bindings_do_not_overlap(tmp_state_dir: Path) -> None:
 
 
 MDC = "urn:iso:std:iso:11073:10101"
+
+
+def test_research_filter_partial_batch_and_its_line_protocol(tmp_state_dir: Path) -> None:
+    t = 1_780_000_000 * 10**9
+    with ConsentDb.open(tmp_state_dir) as db:
+        db.bind("hr-1", A, t - 10**9, t + 2 * 10**9)  # taken off after the second reading
+        db.add_consents(load_fhir_text(tmp_state_dir, [consent("a1", A)]).records)
+        batch = Batch(
+            SourceKey("hr-1", ("b", 1)),
+            t,
+            readings=tuple(Reading("heart_rate", 70.0 + i, "/min", t + i * 10**9, seq=i) for i in range(5)),
+        )
+        pseudo = Pseudonymiser([b"\x07" * 32])
+        f = filter_batch(batch, Eligibility(db), pseudo)
+    assert (f.points_in, f.points_out) == (5, 2)
+    assert decision_of(f) == ("partial", "no_binding")
+    lines = encode_filtered(f).decode().splitlines()
+    assert lines == [
+        f"heart_rate,device={pseudo.device(A, 'hr-1')},patient={pseudo.patient(A)},unit=/min value={70.0 + i!r},"
+        f"seq={i}i {t + i * 10**9}"
+        for i in range(2)
+    ]
 
 
 def test_observation_mapping_codes_units_and_absent_values() -> None:

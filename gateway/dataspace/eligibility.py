@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from gateway.dataspace.patients import FOREVER, RESEARCH, ConsentDb, StoredConsent
+from gateway.dataspace.patients import FOREVER, RESEARCH, Binding, ConsentDb, StoredConsent
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +58,14 @@ def eligible_intervals(consents: list[StoredConsent]) -> list[tuple[int, int]]:
 
 
 class Eligibility:
-    """Decisions against the current state of a :class:`ConsentDb` (one snapshot per batch or request)."""
+    """Decisions against the current state of a :class:`ConsentDb` (one snapshot per forwarding round or request:
+    bindings and consents are read once per device and patient)."""
 
     def __init__(self, db: ConsentDb) -> None:
         self._db = db
         self._consents: dict[str, list[StoredConsent]] = {}
+        self._windows: dict[str, list[tuple[int, int]]] = {}
+        self._bindings: dict[str, list[Binding]] = {}
 
     def patient_consents(self, patient_id: str) -> list[StoredConsent]:
         c = self._consents.get(patient_id)
@@ -70,12 +73,24 @@ class Eligibility:
             c = self._consents[patient_id] = self._db.consents(patient_id)
         return c
 
+    def _binding(self, device: str, t_ns: int) -> Binding | None:
+        bs = self._bindings.get(device)
+        if bs is None:
+            bs = self._bindings[device] = self._db.bindings(device)
+        for b in bs:
+            if b.from_ns <= t_ns < (FOREVER if b.until_ns is None else b.until_ns):
+                return b
+        return None
+
     def at(self, device: str, t_ns: int) -> Decision:
-        b = self._db.binding_at(device, t_ns)
+        b = self._binding(device, t_ns)
         if b is None:
             return Decision(False, "no_binding")
         reason = decide(self.patient_consents(b.patient_id), t_ns)
         return Decision(reason == "eligible", reason, b.patient_id)
 
     def for_patient(self, patient_id: str, t_ns: int) -> bool:
-        return decide(self.patient_consents(patient_id), t_ns) == "eligible"
+        w = self._windows.get(patient_id)
+        if w is None:
+            w = self._windows[patient_id] = eligible_intervals(self.patient_consents(patient_id))
+        return any(a <= t_ns < b for a, b in w)
