@@ -79,6 +79,31 @@ def cmd_consent(args: argparse.Namespace) -> int:
         for s in result.skipped:
             print(f"  skipped {s}")
         return 0
+    if args.consent_cmd == "audit":
+        with _db(args, readonly=True) as db:
+            rows = [
+                {
+                    "batch": b,
+                    "envelope": n,
+                    "device": d,
+                    "first": _iso(f),
+                    "last": _iso(la),
+                    "decision": dec,
+                    "reason": why,
+                    "points_in": pin,
+                    "points_out": pout,
+                }
+                for b, n, d, f, la, dec, why, pin, pout in db.decisions(args.device)
+            ]
+        if args.json:
+            _print(rows)
+        else:
+            for r in rows:
+                print(
+                    f"{r['batch']:>8} env {r['envelope']:>7}  {r['device']:<20} {r['decision']:<13} {r['reason']:<22}"
+                    f" {r['points_out']}/{r['points_in']}  {r['first']}"
+                )
+        return 0
     if args.consent_cmd == "revoke":
         if not args.id and args.patient is None:
             raise GatewayError("name consent record ids or --patient")
@@ -158,6 +183,15 @@ def add_patients_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     _state_args(cls)
     cls.add_argument("--patient")
     cls.add_argument("--json", action="store_true")
+    aud = con_sub.add_parser(
+        "audit",
+        help="the research sink's decision per batch",
+        description="The research sink's recorded decision per outbox batch: eligible, partial or not_eligible, "
+        "the reason, points forwarded of points in, the batch's envelope number.",
+    )
+    _state_args(aud)
+    aud.add_argument("--device")
+    aud.add_argument("--json", action="store_true")
     rev = con_sub.add_parser(
         "revoke",
         help="revoke consent records",

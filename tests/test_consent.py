@@ -386,6 +386,8 @@ async def test_research_path_end_to_end(
             ("cgm-1", "not_eligible", "no_consent"),
             ("spo2-1", "not_eligible", "denied"),
         }
+        audit = json.loads(_cli("consent", "audit", "--json", "--device", "cgm-1", *sd))
+        assert [(a["decision"], a["reason"], a["points_out"]) for a in audit] == [("not_eligible", "no_consent", 0)] * 2
 
         # the endpoint: token, paging, validation, codes, signature
         url = f"{gw.url}/dataspace/v1/observations?patient={psn}"
