@@ -58,14 +58,16 @@ def run_export(args: argparse.Namespace) -> int:
     if until < since:
         raise GatewayError("--to is before --from")
     research = None
+    credential = None
     if getattr(args, "config", None) is not None:
         from gateway.config import load_config
 
-        research = load_config(args.config).research
+        cfg = load_config(args.config)
+        research, credential = cfg.research, cfg.provenance.key_credential
     pseudo = open_pseudonymiser(state_dir, research) if research is not None and research.enabled else None
     if pseudo is None:
         pseudo = open_pseudonymiser(state_dir)
-    keys = load_gateway_keys(state_dir, None, create=False)
+    keys = load_gateway_keys(state_dir, credential, create=False)
     identity = keys.identity
     items = []
     with ConsentDb.open(state_dir, readonly=True) as db:
