@@ -32,7 +32,7 @@ from gateway.dataspace.bundlesig import verify_bundle
 from gateway.dataspace.consent import ConsentError, load_fhir, load_opt_out
 from gateway.dataspace.eligibility import Eligibility, decide, eligible_intervals
 from gateway.dataspace.fhir import CGM_READING, observation
-from gateway.dataspace.observations import Item
+from gateway.dataspace.observations import Item, resolve
 from gateway.dataspace.patients import ConsentDb, StoredConsent
 from gateway.dataspace.pseudonym import Pseudonymiser, open_pseudonymiser
 from gateway.model import Batch, Reading, SourceKey
@@ -181,6 +181,16 @@ def test_pseudonyms_are_keyed_and_rotate() -> None:
     assert p.device(A, "hr-1") != p.device(B, "hr-1")  # one device, two patients: not linkable
     rotated = Pseudonymiser([k2, k1])
     assert rotated.all_patient(A) == [Pseudonymiser([k2]).patient(A), p.patient(A)]
+
+
+def test_a_pseudonym_of_a_previous_key_still_resolves(tmp_state_dir: Path) -> None:
+    old, new = Pseudonymiser([b"\x01" * 32]), Pseudonymiser([b"\x02" * 32, b"\x01" * 32])
+    with ConsentDb.open(tmp_state_dir) as db:
+        db.bind("hr-1", A, 0)
+        db.bind("cgm-1", B, 0)
+        assert resolve(db, new, old.patient(A)) == (A, 1)
+        assert resolve(db, new, new.patient(B)) == (B, 0)
+        assert resolve(db, old, new.patient(B)) is None
 
 
 def test_bindings_do_not_overlap(tmp_state_dir: Path) -> None:
@@ -473,6 +483,7 @@ async def test_research_path_end_to_end(
             victoria_metrics.wait_for_points, 'heart_rate_value{device="hr-1"}', 15
         )  # care data keeps flowing
         assert vm_private.count_unique_points("heart_rate_value") == before
+    assert (state / "pseudonym.key").read_bytes().startswith(b"ds4h sealed pseudonym key")  # under the state key
     # nothing in the state directory carries a patient identifier in the clear
     for f in sorted(state.rglob("*")):
         if f.is_file():
