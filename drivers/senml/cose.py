@@ -122,7 +122,7 @@ def parse_sign1(message: bytes, content_type: str | None = None) -> Sign1:
         kind = params.replace(" ", "").lower()
         if kind and kind not in ('cose-type="cose-sign1"', "cose-type=cose-sign1"):
             raise PayloadError(
-                f"content type {content_type[:80]!r}: only cose-type=\"cose-sign1\" is accepted",
+                f'content type {content_type[:80]!r}: only cose-type="cose-sign1" is accepted',
                 "unsupported_content_type",
             )
     if message[:1] == b"\xd2":

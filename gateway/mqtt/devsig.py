@@ -57,9 +57,7 @@ class DeviceKeys:
                 "signature_unknown_key",
             )
         if sign1.kid != registered.encode():
-            raise PayloadError(
-                f"kid is not the signing key registered for device {device_id}", "signature_unknown_key"
-            )
+            raise PayloadError(f"kid is not the signing key registered for device {device_id}", "signature_unknown_key")
         key = self._keys.get(registered)
         if key is None:
             try:
