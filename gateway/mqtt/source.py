@@ -307,7 +307,7 @@ class MqttSource:
     async def _handle(self, client: aiomqtt.Client, gen: int, msgs: list[_Msg], down: asyncio.Future[str]) -> None:
         received_ns = time.time_ns()
         synced = self._clock.synced()
-        self._registry.refresh()
+        self._registry.refresh(max_age_s=0.0)  # one PRAGMA per chunk: a revocation applies to the next chunk
         batches: list[Batch] = []
         settle: list[_Settle | None] = []
         quarantined: list[QuarantineRecord] = []
@@ -337,10 +337,10 @@ class MqttSource:
                         q_settle.append(_Settle(device_id, *hdr))
                 continue
             admitted.append(adm)
-        valid = await self._verify([a.job for a in admitted if a.job is not None])
         prev, mine = self._turn, asyncio.get_running_loop().create_future()
-        self._turn = mine
+        self._turn = mine  # taken before the first await: the order chunks arrived in
         try:
+            valid = await self._verify([a.job for a in admitted if a.job is not None])
             if prev is not None:
                 await prev  # replay checks in arrival order, whichever chunk's verification finished first
             now = time.monotonic()
