@@ -4,6 +4,8 @@ guard — vectors from the shared protocol reference (§11), cross-checks and fu
 from __future__ import annotations
 
 import contextlib
+import stat
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -15,8 +17,11 @@ from drivers.senml.cose import COSE_CONTENT_TYPE, looks_signed, parse_sign1
 from firmware_sim.device_signing import COSE_CONTENT_TYPE as SIM_CONTENT_TYPE
 from firmware_sim.device_signing import DeviceSigner, did_key
 from firmware_sim.senml import CBOR, encode
-from gateway.errors import PayloadError
+from gateway.cli import main
+from gateway.devices import DeviceRegistry
+from gateway.errors import PayloadError, RegistryError
 from gateway.mqtt.devsig import DeviceKeys, ReplayGuard, verify_all
+from gateway.pki.ca import SitePki
 from gateway.provenance.didkey import did_key_from_public
 from tests.mqttgw import hr_frame
 
@@ -192,3 +197,33 @@ def test_replay_guard_retires_boots_beyond_the_limit() -> None:
         assert g.check("d", f"r{i}", 0, 0, now=i) is None
     assert g.check("d", "r0", 1, 0, now=20) == "stale"
     assert g.check("d", "r1", 1, 0, now=20) is None
+
+
+def test_issue_device_with_a_signing_key(
+    tmp_state_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_state_dir
+    sd = ["--state-dir", str(state)]
+    assert main(["pki", "init", *sd]) == 0
+    out_dir = tmp_path / "provision"
+    argv = ["pki", "issue-device", *sd, "sig-9", "--kind", "ecg_patch", "--signing-key", "--require-signature"]
+    assert main([*argv, "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    pki = SitePki(state)
+    key_path = pki.signing_key_file("sig-9")
+    assert "PRIVATE KEY" not in out and str(key_path) in out and "unsigned frames refused" in out
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((out_dir / key_path.name).stat().st_mode) == 0o600
+    signer = DeviceSigner.load(key_path, TOPIC)
+    reg = DeviceRegistry.open(state)
+    try:
+        d = reg.get("sig-9")
+        assert d is not None and d.public_key == signer.did and d.require_signature
+        assert main(["pki", "issue-device", *sd, "sig-9", "--no-require-signature"]) == 0
+        reg.refresh(force=True)
+        d = reg.get("sig-9")
+        assert d is not None and d.public_key == signer.did and not d.require_signature  # the key is kept
+        with pytest.raises(RegistryError, match="did:key"):
+            reg.set_signing("sig-9", public_key="did:key:zNotAKey")
+    finally:
+        reg.close()

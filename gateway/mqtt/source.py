@@ -145,8 +145,6 @@ class MqttSource:
         self._verifier: ThreadPoolExecutor | None = None
         self._turn: asyncio.Future[None] | None = None
         """Done when the previous chunk has passed its replay checks (they run in arrival order)."""
-        self.verify_mode = "chunk"
-        """``chunk`` (one worker-thread call per chunk), ``inline`` or ``message`` (one await each): benchmarks."""
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -427,11 +425,8 @@ class MqttSource:
         """Every signature of a chunk: on the event loop for a few, else in one worker-thread call."""
         if not jobs:
             return []
-        if len(jobs) <= INLINE_MAX or self.verify_mode == "inline" or self._verifier is None:
+        if len(jobs) <= INLINE_MAX or self._verifier is None:
             valid = verify_all(jobs)
-        elif self.verify_mode == "message":  # for benchmarks: what batching saves
-            loop = asyncio.get_running_loop()
-            valid = [(await loop.run_in_executor(self._verifier, verify_all, [j]))[0] for j in jobs]
         else:
             valid = await asyncio.get_running_loop().run_in_executor(self._verifier, verify_all, jobs)
         self._metrics.mqtt_signatures.labels(outcome="valid").inc(sum(valid))
