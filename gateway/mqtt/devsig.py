@@ -2,10 +2,10 @@
 
 A 5G device may wrap its SenML CBOR pack in COSE_Sign1 (format: :mod:`drivers.senml.cose`,
 docs/mqtt.md "Device-signed payloads"). The source parses each signed message on the event loop,
-checks its kid against the device's registered did:key, then verifies every signature of a chunk in
-one call on a worker thread (cryptography releases the GIL during Ed25519 verification, so the
-event loop keeps receiving meanwhile). Verified frames pass through :class:`ReplayGuard`, in arrival
-order.
+checks its kid against the device's registered did:key, then verifies every signature of a chunk
+on two worker threads, half each (cryptography releases the GIL during Ed25519 verification, so the
+two run in parallel and the event loop keeps receiving meanwhile). Verified frames pass through
+:class:`ReplayGuard`, in arrival order.
 
 Quarantine reasons raised here: ``signature_invalid``, ``signature_unknown_key``,
 ``signature_missing``, ``replay``, ``stale``.
@@ -29,6 +29,8 @@ from gateway.provenance.didkey import public_from_did_key
 REASONS: Final = frozenset({"signature_invalid", "signature_unknown_key", "signature_missing", "replay", "stale"})
 INLINE_MAX: Final = 4
 """Chunks with at most this many signatures are verified on the event loop (a thread hop costs about as much)."""
+SPLIT_MIN: Final = 64
+"""Chunks with at least this many signatures are split over both worker threads."""
 MAX_ACTIVE_BOOTS: Final = 16
 """Boots per device the replay guard follows; older ones are retired (their frames are then ``stale``)."""
 MAX_RETIRED_BOOTS: Final = 256
