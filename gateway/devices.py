@@ -316,6 +316,24 @@ class DeviceRegistry:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def driver_states(self, key: str) -> dict[str, str]:
+        """``key``'s value for every device that has one."""
+        return {
+            str(r[0]): str(r[1])
+            for r in self._conn.execute("SELECT device_id, value FROM driver_state WHERE key = ?", (key,))
+        }
+
+    def set_driver_states(self, key: str, values: Mapping[str, str]) -> None:
+        """``key``'s value for several devices in one durable transaction (unknown devices are skipped)."""
+        now = time.time_ns()
+        with write_transaction(self._conn):
+            known = {r[0] for r in self._conn.execute("SELECT id FROM devices")}
+            self._conn.executemany(
+                "INSERT INTO driver_state (device_id, key, value, updated_ns) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value, updated_ns = excluded.updated_ns",
+                [(d, key, v, now) for d, v in values.items() if d in known],
+            )
+
     def set_driver_state(self, device_id: str, key: str, value: str) -> None:
         """Persist a driver's value durably (its own transaction, ``synchronous = FULL``)."""
         with write_transaction(self._conn):

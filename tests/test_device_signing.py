@@ -227,3 +227,27 @@ def test_issue_device_with_a_signing_key(
             reg.set_signing("sig-9", public_key="did:key:zNotAKey")
     finally:
         reg.close()
+
+
+def test_replay_guard_state_survives_a_restart() -> None:
+    g = ReplayGuard(window=100, grace_s=60)
+    for s in range(10):
+        g.check("d", "b1", s, s, now=100)
+    g.check("d", "b2", 0, 0, now=130)  # b1 superseded at 130
+    for i in range(17):
+        g.check("e", f"r{i}", 0, 0, now=0)
+    assert g.dirty == {"d", "e"}
+    saved = {dev: g.export(dev, now=150) for dev in ("d", "e")}
+    assert g.export("nobody", now=150) is None
+    g2 = ReplayGuard(window=100, grace_s=60)
+    for dev, text in saved.items():
+        assert text is not None
+        g2.restore(dev, text, now=5)  # a new process: another monotonic clock
+    assert g2.check("d", "b1", 4, 4, now=5) == "replay"
+    assert g2.check("d", "b1", 10, 9, now=44) is None  # superseded 20 s before the restart: 40 s left
+    assert g2.check("d", "b2", 1, 0, now=45) is None
+    assert g2.check("d", "b1", 11, 9, now=46) is None  # both boots advance in turn: neither retires
+    assert g2.check("d", "b2", 1, 0, now=107) == "stale"  # b2 superseded since 46: more than 60 s
+    assert g2.check("e", "r0", 1, 0, now=5) == "stale"  # retired before the restart
+    g2.restore("f", "not json", now=5)  # dropped, relearnt
+    assert g2.check("f", "x", 0, 0, now=5) is None

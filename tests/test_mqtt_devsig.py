@@ -241,6 +241,39 @@ async def test_signed_frames_from_the_simulated_device(signing_site: MqttSite) -
         assert mqtt_count(gw, "committed") == 200 and mqtt_count(gw, "quarantined") == 0
 
 
+async def test_replay_protection_survives_a_gateway_restart(signing_site: MqttSite) -> None:
+    """The replay state is kept in the registry: after a restart a copy below the floor is still a replay,
+    a frame of a retired boot still stale, while a re-send at the floor is a duplicate as before."""
+    site = signing_site
+    sign = _signer(site, "sig-a")
+    first = [(sign(_frame("sig-a", f"r{r}", 0, 0)), SIGNED_CT) for r in range(17)]  # 17 boots: r0 retired
+    first += [(sign(_frame("sig-a", "a1", s, s)), SIGNED_CT) for s in range(10)]
+    async with running(_config(site)) as gw:
+        await _connected(gw)
+        pub = Publisher(site, "sig-a")
+        try:
+            await asyncio.to_thread(pub.publish_all, first)
+            await wait_until(lambda: mqtt_count(gw, "committed") == 27)
+        finally:
+            pub.close()
+    after = [
+        (sign(_frame("sig-a", "a1", 3, 3)), SIGNED_CT),  # below the floor 9
+        (sign(_frame("sig-a", "a1", 9, 9)), SIGNED_CT),  # at the floor: a duplicate
+        (sign(_frame("sig-a", "r0", 1, 0)), SIGNED_CT),  # retired (beyond the last 16 boots)
+        (sign(_frame("sig-a", "r16", 1, 0)), SIGNED_CT),  # new
+    ]
+    async with running(_config(site)) as gw:
+        await _connected(gw)
+        pub = Publisher(site, "sig-a")
+        try:
+            await asyncio.to_thread(pub.publish_all, after)
+            await wait_until(lambda: sum(mqtt_count(gw, o) for o in ("committed", "duplicate", "quarantined")) == 4)
+        finally:
+            pub.close()
+        assert (_rejected(gw, "replay"), _rejected(gw, "stale")) == (1, 1)
+        assert (mqtt_count(gw, "duplicate"), mqtt_count(gw, "committed")) == (1, 1)
+
+
 # --- revocation -------------------------------------------------------------------------------------------
 def _connect(site: MqttSite, device: str) -> MqttClient:
     cert, key = site.pki.device_files(device)

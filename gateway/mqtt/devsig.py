@@ -13,6 +13,8 @@ Quarantine reasons raised here: ``signature_invalid``, ``signature_unknown_key``
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from drivers.senml.cose import Sign1
 from gateway.errors import GatewayError, PayloadError
 from gateway.provenance.cose import sig_structure
 from gateway.provenance.didkey import public_from_did_key
+
+log = logging.getLogger(__name__)
 
 REASONS: Final = frozenset({"signature_invalid", "signature_unknown_key", "signature_missing", "replay", "stale"})
 INLINE_MAX: Final = 4
@@ -115,14 +119,42 @@ class ReplayGuard:
       pushed out of the last :data:`MAX_ACTIVE_BOOTS`.
 
     A broker redelivery (MQTT DUP flag: the broker already delivered it to the gateway, which did not
-    acknowledge it) is not judged here: the outbox answers it (duplicate). State is in memory: after a
-    restart the guard learns each boot again from its next frame.
+    acknowledge it) is not judged here: the outbox answers it (duplicate). The state survives a restart
+    through :meth:`export` / :meth:`restore` (the source keeps it in the device registry); time a boot
+    spent superseded while the gateway was down does not count towards ``grace_s``.
     """
 
     def __init__(self, window: int, grace_s: float) -> None:
         self.window = window
         self.grace_s = grace_s
         self._devices: dict[str, _Device] = {}
+        self.dirty: set[str] = set()
+        """Devices whose state changed since the last :meth:`export`."""
+
+    def export(self, device_id: str, now: float) -> str | None:
+        """The device's state as JSON (None when unknown): boots with high, floor and seconds superseded."""
+        d = self._devices.get(device_id)
+        if d is None:
+            return None
+        boots = [
+            [boot, b.high, b.floor, None if b.superseded_at is None else round(now - b.superseded_at, 3)]
+            for boot, b in d.boots.items()
+        ]
+        return json.dumps({"v": 1, "boots": boots, "retired": list(d.retired)}, separators=(",", ":"))
+
+    def restore(self, device_id: str, text: str, now: float) -> None:
+        """Load what :meth:`export` wrote; an unreadable state is dropped (the guard then relearns it)."""
+        try:
+            doc = json.loads(text)
+            d = _Device()
+            for boot, high, floor, age in doc["boots"]:
+                d.boots[str(boot)] = _Boot(int(high), int(floor), None if age is None else now - float(age))
+            for boot in doc["retired"][-MAX_RETIRED_BOOTS:]:
+                d.retired[str(boot)] = None
+        except (ValueError, TypeError, KeyError) as e:
+            log.warning("mqtt: replay state of %s unreadable (%s): relearnt from its next frames", device_id, e)
+            return
+        self._devices[device_id] = d
 
     def check(self, device_id: str, boot: str, seq: int, unacked: int | None, now: float) -> str | None:
         """The reason to refuse a verified frame, or None (then the frame is recorded as seen)."""
@@ -131,6 +163,7 @@ class ReplayGuard:
             d = self._devices[device_id] = _Device()
         if boot in d.retired:
             return "stale"
+        self.dirty.add(device_id)
         floor = -1 if unacked is None else unacked
         b = d.boots.get(boot)
         if b is None:

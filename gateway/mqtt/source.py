@@ -37,7 +37,7 @@ from gateway.backoff import backoff_delay
 from gateway.clock import ClockMonitor
 from gateway.config import MqttSection
 from gateway.devices import Device, DeviceRegistry
-from gateway.errors import BackpressureError, OutboxError, PayloadError, ShuttingDownError
+from gateway.errors import BackpressureError, GatewayError, OutboxError, PayloadError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, SourceKey, TimeQuality
 from gateway.mqtt.acks import AckTracker
@@ -63,6 +63,10 @@ CHUNK_MAX = 2000
 CHUNK_BYTES = 256 * 1024
 """…and about this much payload (ECG frames: one commit stays a few tens of thousands of samples)."""
 MAX_CHUNKS_IN_FLIGHT = 4
+REPLAY_STATE_KEY = "mqtt_replay"
+"""The device registry's driver_state key holding a device's replay-guard state."""
+REPLAY_SAVE_S = 2.0
+"""The replay state is saved at most this often (after a commit) and when the source stops."""
 _UNCORRECTED = int(TimeQuality.DEVICE_UNCORRECTED)
 _SETTLES_UNSIGNED = frozenset({"too_large", "unknown_device", "disabled_device", "decoder_error"})
 """Rejections before any signature check whose (unsigned) header may still settle the ack watermark."""
@@ -142,6 +146,10 @@ class MqttSource:
         """When the current (or last) connection was made, ns since the epoch."""
         self._keys = DeviceKeys()
         self.replay = ReplayGuard(cfg.replay_window, cfg.boot_grace_s)
+        now = time.monotonic()
+        for device_id, text in registry.driver_states(REPLAY_STATE_KEY).items():
+            self.replay.restore(device_id, text, now)
+        self._replay_saved = now
         self._verifier: ThreadPoolExecutor | None = None
         self._turn: asyncio.Future[None] | None = None
         """Done when the previous chunk has passed its replay checks (they run in arrival order)."""
@@ -159,6 +167,7 @@ class MqttSource:
             await self._run(tls)
         finally:
             self._verifier.shutdown(wait=False, cancel_futures=True)
+            self._save_replay(force=True)
 
     async def _run(self, tls: Any) -> None:
         attempt = 0
@@ -371,6 +380,7 @@ class MqttSource:
             if self._turn is mine:
                 self._turn = None
         results = await self._commit(batches, quarantined, down)
+        self._save_replay()
         if results is None:
             return  # stopping or disconnected: nothing acked, the broker keeps the messages
         n_new = sum(1 for r in results if r is CommitResult.COMMITTED)
@@ -522,6 +532,20 @@ class MqttSource:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 if self._stopping.is_set() or down.done():
                     return None
+
+    def _save_replay(self, force: bool = False) -> None:
+        """Persist the replay state of the devices it changed for (at most every REPLAY_SAVE_S)."""
+        now = time.monotonic()
+        if not self.replay.dirty or (not force and now - self._replay_saved < REPLAY_SAVE_S):
+            return
+        self._replay_saved = now
+        dirty, self.replay.dirty = self.replay.dirty, set()
+        states = {d: t for d in dirty if (t := self.replay.export(d, now)) is not None}
+        try:
+            self._registry.set_driver_states(REPLAY_STATE_KEY, states)
+        except GatewayError as e:
+            self.replay.dirty |= dirty
+            log.warning("mqtt: could not save the replay state: %s", e)
 
     def _device_status(self, device_id: str, payload: bytes) -> None:
         try:
