@@ -303,7 +303,7 @@ def update_brokers(pki: SitePki, *, reload: bool = True) -> list[BrokerUpdate]:
 
 
 def _sighup(pid_file: Path) -> int | None:
-    """SIGHUP to the mosquitto whose pid ``pid_file`` holds; None if it is not running."""
+    """SIGHUP to the mosquitto whose pid ``pid_file`` holds; None if it is not running or not ours to signal."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -313,10 +313,8 @@ def _sighup(pid_file: Path) -> int | None:
             return None  # a stale pid file: the number now belongs to another process
     try:
         os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone, or not ours to signal: the caller says to reload
         return None
-    except PermissionError as e:
-        raise PkiError(f"cannot signal the broker (pid {pid}): {e.strerror}; run `systemctl reload mosquitto`") from e
     return pid
 
 
