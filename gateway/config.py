@@ -50,6 +50,8 @@ class DeviceEntry(_Section):
     serial: str | None = None
     public_key: str | None = None
     """Device signing key as a did:key (used when the device signs its own payloads)."""
+    require_signature: bool = False
+    """Refuse this device's unsigned MQTT frames (``signature_missing``); docs/mqtt.md."""
     enabled: bool = True
 
 
@@ -191,6 +193,10 @@ class MqttSection(_Section):
     """A boot stays in a device's ack message this long after its last frame."""
     ack_max_boots: Annotated[int, Field(ge=1, le=64)] = 4
     """At most this many boots per device in its ack message (the most recent)."""
+    replay_window: Annotated[int, Field(ge=1, le=2**32)] = 65_536
+    """Device-signed frames: a seq this far below its boot's highest seq is refused (``stale``)."""
+    boot_grace_s: Annotated[float, Field(gt=0)] = 3600.0
+    """Device-signed frames: an older boot's frames are refused (``stale``) this long after a newer boot began."""
 
     @model_validator(mode="after")
     def _checks(self) -> MqttSection:
