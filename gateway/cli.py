@@ -639,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_pki import add_pki_commands  # here, not at the top: gateway.cli_pki imports this module
 
     add_pki_commands(sub)
+    from gateway.cli_dataspace import add_dataspace_commands
+
+    add_dataspace_commands(sub)
     return p
 
 
