@@ -88,8 +88,8 @@ def _with_connector(config: Config, fn: Callable[[EdcClient], Awaitable[T]]) -> 
 
 # --- provision / status --------------------------------------------------------------------------
 def cmd_provision(args: argparse.Namespace) -> int:
-    from gateway.dataspace.edc import plan
-    from gateway.dataspace.provision import provision
+    from gateway.dataspace.edc import DPV_HAS_PURPOSE, plan
+    from gateway.dataspace.provision import Outcome, PolicyCheck, check_policy, provision
     from gateway.dataspace.settings import PLACEHOLDER_PUBLIC_URL, make_offer
 
     config, state_dir = _config(args)
@@ -121,20 +121,33 @@ def cmd_provision(args: argparse.Namespace) -> int:
         print(line, file=out, flush=True)
 
     progress(f"provisioning {len(resources)} resources in {config.dataspace.edc.management_url} (Management API {api})")
-    result = _with_connector(config, lambda c: provision(c, resources, progress))
+
+    async def run(client: EdcClient) -> tuple[list[Outcome], PolicyCheck]:
+        outcomes = await provision(client, resources, progress)
+        return outcomes, await check_policy(client, api, offer.ids["policy"])
+
+    result = _with_connector(config, run)
     if isinstance(result, int):
         return result
+    outcomes, check = result
+    if not check.valid:
+        progress(
+            f"WARNING: the connector does not accept the purpose policy as enforceable: {'; '.join(check.errors)}. "
+            f"EDC drops a constraint whose left operand ({DPV_HAS_PURPOSE}) no extension binds, so the connector "
+            "will NOT restrict the purpose; the gateway's own consent checks still apply. Bind it (deploy/edc/)."
+        )
     if args.json:
         _print(
             {
                 "api": api,
                 "management_url": config.dataspace.edc.management_url,
-                "resources": [o.as_dict() for o in result],
+                "resources": [o.as_dict() for o in outcomes],
+                "purpose_policy": check.as_dict(),
             }
         )
     else:
-        made = sum(o.action == "created" for o in result)
-        print(f"done: {made} created, {len(result) - made} updated; the offer points at {offer.endpoint_url}")
+        made = sum(o.action == "created" for o in outcomes)
+        print(f"done: {made} created, {len(outcomes) - made} updated; the offer points at {offer.endpoint_url}")
     return 0
 
 

@@ -28,6 +28,7 @@ from tests.edc_specs import request_errors, response_errors
 COLLECTIONS = ("assets", "policydefinitions", "contractdefinitions")
 _TYPES = {"assets": "Asset", "policydefinitions": "PolicyDefinition", "contractdefinitions": "ContractDefinition"}
 _ROUTE = re.compile(r"^/(v3|v4)/(assets|policydefinitions|contractdefinitions)(?:/([^/]+))?$")
+_VALIDATE = re.compile(r"^/(v3|v4)/policydefinitions/([^/]+)/validate$")
 V3_RESPONSE_CONTEXT = ["https://w3id.org/edc/connector/management/v0.0.1"]
 V4_CONTEXT = ["https://w3id.org/edc/connector/management/v2"]
 
@@ -50,6 +51,8 @@ class EdcDouble:
         self.seen: list[Seen] = []
         self.violations: list[str] = []
         self.delay_s = 0.0
+        self.bound_left_operands: set[str] = set()
+        """Left operands an extension of this connector binds (none, as in a stock EDC)."""
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -133,7 +136,27 @@ class EdcDouble:
     def _error(self, message: str, kind: str) -> list[dict[str, str]]:
         return [{"message": message, "type": kind}]
 
+    def _validate(self, api: str, rid: str) -> tuple[int, Any]:
+        """EDC's policy validation: every left operand must be bound (by an extension) to a policy scope."""
+        with self._lock:
+            held = self.store["policydefinitions"].get(rid)
+        if held is None:
+            return 404, {"message": f"{rid} not found", "type": "ObjectNotFound"}
+        errors = [
+            f"leftOperand '{c['leftOperand']}' is not bound to any scopes"
+            for perm in held["policy"].get("permission", [])
+            for c in perm.get("constraint", [])
+            if c.get("leftOperand") not in self.bound_left_operands
+        ]
+        result: dict[str, Any] = {"isValid": not errors, "errors": errors}
+        if api == "v4":
+            result = {"@context": V4_CONTEXT, "@type": "PolicyValidationResult", **result}
+        return 200, result
+
     def _apply(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        v = _VALIDATE.match(path)
+        if v is not None and method == "POST" and v.group(1) == self.api:
+            return self._validate(v.group(1), v.group(2))
         m = _ROUTE.match(path)
         if m is None or m.group(1) != self.api:
             return 404, self._error(f"no resource at {path}", "NotFound")

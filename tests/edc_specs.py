@@ -149,8 +149,10 @@ def response_errors(api: str, method: str, path: str, status: int, body: Any, re
         except Exception as e:  # see request_errors
             return [f"{where}: {type(e).__name__}: {e}"]
         return []
-    if status == 200 and method == "POST" and not path.endswith("/request"):
+    if status == 200 and method == "POST" and re.fullmatch(r"/v4/(assets|policydefinitions|contractdefinitions)", path):
         return _errors(v4_validator("id-response-schema.json"), body, where)
+    if status == 200 and path.endswith("/validate"):
+        return _errors(v4_validator("policy-validation-result-schema.json"), body, where)
     if status >= 400 and body is not None:
         if not isinstance(body, list):
             return [f"{where}: an error answer is a JSON array"]

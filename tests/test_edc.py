@@ -26,7 +26,7 @@ from gateway.dataspace.edc import (
     plan,
     query_request,
 )
-from gateway.dataspace.provision import connector_status, provision
+from gateway.dataspace.provision import check_policy, connector_status, provision
 from gateway.dataspace.settings import api_key, make_offer
 from gateway.errors import ConfigError
 from gateway.provenance import GatewayIdentity
@@ -167,6 +167,9 @@ async def test_provisioning_twice_is_idempotent(api: str) -> None:
             after_first = double.snapshot()
             second = await provision(client, plan(offer(), api), lines.append)  # type: ignore[arg-type]
             status = await connector_status(client, api, default_ids("ward-7"))  # type: ignore[arg-type]
+            unbound = await check_policy(client, api, "ward-7-research-purpose")  # type: ignore[arg-type]
+            double.bound_left_operands.add(DPV_HAS_PURPOSE)
+            bound = await check_policy(client, api, "ward-7-research-purpose")  # type: ignore[arg-type]
     finally:
         await double.stop()
     assert double.violations == []
@@ -178,7 +181,7 @@ async def test_provisioning_twice_is_idempotent(api: str) -> None:
         "policydefinitions": {"ward-7-research-purpose"},
         "contractdefinitions": {"ward-7-research"},
     }
-    methods = [(s.method, s.path) for s in double.seen if not s.path.endswith("/request")]
+    methods = [(s.method, s.path) for s in double.seen if not s.path.endswith(("/request", "/validate"))]
     assert methods[3:] == [
         ("POST", f"/{api}/assets"), ("PUT", f"/{api}/assets"),
         ("POST", f"/{api}/policydefinitions"), ("PUT", f"/{api}/policydefinitions/ward-7-research-purpose"),
@@ -186,6 +189,8 @@ async def test_provisioning_twice_is_idempotent(api: str) -> None:
     ]  # fmt: skip
     assert all(info["present"] and info["count"] == 1 for info in status.values())
     assert any("409 exists" in line for line in lines)
+    assert not unbound.valid and DPV_HAS_PURPOSE in unbound.errors[0]  # what a stock EDC says (docs/dataspace.md)
+    assert bound.valid
 
 
 async def test_an_update_replaces_what_the_connector_holds() -> None:
@@ -282,10 +287,14 @@ def test_cli_provision_twice_status_and_errors(tmp_path: Path) -> None:
         r = cli("dataspace", "provision", "--config", str(config), "--api", "v3")
         assert r.returncode == 0, r.stderr
         assert "asset ward-7-observations: POST /v3/assets → 200 created" in r.stdout
+        warning = "WARNING: the connector does not accept the purpose policy as enforceable: leftOperand"
+        assert f"{warning} '{DPV_HAS_PURPOSE}' is not bound" in r.stdout
+        double.bound_left_operands.add(DPV_HAS_PURPOSE)  # a connector with the purpose extension (deploy/edc/)
         r = cli("dataspace", "provision", "--config", str(config), "--api", "v3", "--json")
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
         assert [x["statuses"] for x in doc["resources"]] == [[409, 204]] * 3
+        assert doc["purpose_policy"] == {"valid": True, "errors": []} and "WARNING" not in r.stderr
         assert "PUT /v3/policydefinitions/ward-7-research-purpose → 204 updated" in r.stderr
         r = cli("dataspace", "status", "--config", str(config), "--api", "v3", "--json")
         assert r.returncode == 0, r.stderr

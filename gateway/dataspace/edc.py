@@ -193,3 +193,8 @@ def query_request(api: ApiVersion, kind: Kind, offset: int = 0, limit: int = 50)
     """``POST <collection>/request``: one page of what the connector holds."""
     body = {"@context": _context(api), "@type": "QuerySpec", "offset": offset, "limit": limit}
     return EdcRequest("POST", collection_path(api, kind) + "/request", body)
+
+
+def validate_policy_request(api: ApiVersion, policy_id: str) -> EdcRequest:
+    """``POST <policydefinitions>/{id}/validate``: does the connector bind every left operand of the policy?"""
+    return EdcRequest("POST", f"{collection_path(api, 'policy')}/{policy_id}/validate", None)

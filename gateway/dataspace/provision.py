@@ -12,7 +12,15 @@ from typing import Any, Literal
 
 from gateway.dataspace import ConnectorError
 from gateway.dataspace.client import EdcClient
-from gateway.dataspace.edc import COLLECTIONS, KIND_NAMES, ApiVersion, Kind, Resource, query_request
+from gateway.dataspace.edc import (
+    COLLECTIONS,
+    KIND_NAMES,
+    ApiVersion,
+    Kind,
+    Resource,
+    query_request,
+    validate_policy_request,
+)
 
 Progress = Callable[[str], None]
 PAGE = 50
@@ -100,3 +108,25 @@ async def connector_status(client: EdcClient, api: ApiVersion, ids: dict[Kind, s
             "ids": held,
         }
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCheck:
+    """The connector's own validation of the purpose policy (``…/validate``)."""
+
+    valid: bool
+    errors: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"valid": self.valid, "errors": list(self.errors)}
+
+
+async def check_policy(client: EdcClient, api: ApiVersion, policy_id: str) -> PolicyCheck:
+    """Ask the connector whether it can evaluate the policy. EDC reports a left operand that no extension
+    binds (``dpv:hasPurpose`` without the purpose extension): such a constraint is silently dropped at
+    negotiation, so the purpose restriction would not be enforced by the connector."""
+    answer = await client.expect(validate_policy_request(api, policy_id), 200)
+    body = answer.body if isinstance(answer.body, dict) else {}
+    valid = body.get("isValid", body.get("https://w3id.org/edc/v0.0.1/ns/isValid"))
+    errors = body.get("errors", [])
+    return PolicyCheck(valid is True, tuple(str(e) for e in errors) if isinstance(errors, list) else (str(errors),))
