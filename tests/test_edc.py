@@ -331,3 +331,18 @@ def test_cli_dry_run_sends_nothing_and_prints_the_three_requests(tmp_path: Path)
     assert r.returncode == 0 and "PUT /v3/assets" in r.stdout
     r = cli("dataspace", "provision", "--state-dir", str(state))  # a real run needs the config
     assert r.returncode == 2 and "public_url is not set" in r.stderr
+
+
+def test_cli_dry_run_on_a_demo_state_dir(tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--duration", "2", "--json", "--state-dir", str(state),
+         "--ward", "none", "--patients", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    did = json.loads(r.stdout.strip().splitlines()[-1])["did"]
+    r = cli("dataspace", "provision", "--state-dir", str(state), "--api", "v4", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert len(doc["requests"]) == 3 and did in json.dumps(doc["requests"][0]["body"])
