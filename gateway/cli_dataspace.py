@@ -120,9 +120,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=out, flush=True)
 
-    progress(f"provisioning {len(resources)} resources in {config.dataspace.edc.management_url} (Management API {api})")
-
     async def run(client: EdcClient) -> tuple[list[Outcome], PolicyCheck]:
+        progress(f"provisioning {len(resources)} resources in {client.url} (Management API {api})")
         outcomes = await provision(client, resources, progress)
         return outcomes, await check_policy(client, api, offer.ids["policy"])
 
@@ -153,12 +152,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from gateway.dataspace.provision import connector_status
-    from gateway.dataspace.settings import make_offer
+    from gateway.dataspace.settings import PLACEHOLDER_PUBLIC_URL, make_offer
 
     config, state_dir = _config(args)
     api = args.api or config.dataspace.edc.api_version
-    from gateway.dataspace.settings import PLACEHOLDER_PUBLIC_URL
-
     offer = make_offer(config, current_did(state_dir), config.dataspace.public_url or PLACEHOLDER_PUBLIC_URL)
     result = _with_connector(config, lambda c: connector_status(c, api, offer.ids))
     if isinstance(result, int):

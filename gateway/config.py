@@ -311,6 +311,13 @@ class DataspaceSection(_Section):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/") if v is not None else None
 
+    @field_validator("credential_issuer")
+    @classmethod
+    def _issuer(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("did:web:", "did:key:")):
+            raise ValueError("must be a DID (did:web:… or did:key:…)")
+        return v
+
 
 class WebSection(_Section):
     host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import json
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -58,15 +59,15 @@ class EdcDouble:
         self.url = ""
 
     # --- lifecycle ------------------------------------------------------------------------------
-    async def start(self) -> str:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/management"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}/management"
         return self.url
 
     async def stop(self) -> None:

@@ -185,7 +185,7 @@ def test_expired_and_not_yet_valid_credentials_are_rejected(tmp_path: Path) -> N
 def test_a_credential_for_another_did_or_issuer_is_rejected(tmp_path: Path) -> None:
     token, doc, gw = issued(tmp_path)
     other = GatewayIdentity.generate().did
-    with pytest.raises(CredentialError, match=f"is for {gw.did}, not for this gateway"):
+    with pytest.raises(CredentialError, match=f"is for {gw.did}, not for this gateway's current did"):
         check_for_install(token, doc, other)
     with pytest.raises(CredentialError, match=r"credential_issuer is did:web:other\.example"):
         check_for_install(token, doc, gw.did, expected_issuer="did:web:other.example")

@@ -346,3 +346,50 @@ def test_cli_dry_run_on_a_demo_state_dir(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert len(doc["requests"]) == 3 and did in json.dumps(doc["requests"][0]["body"])
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edc.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "edc.crt", tmp_path / "edc.key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+async def test_tls_is_verified_by_default(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    double = EdcDouble("v4", API_KEY)
+    url = await double.start(server_ctx)
+    try:
+        async with EdcClient(url, API_KEY, timeout_s=5) as client:
+            with pytest.raises(ConnectorUnreachableError, match="TLS certificate does not verify"):
+                await provision(client, plan(offer(), "v4"), lambda _: None)
+        async with EdcClient(url, API_KEY, timeout_s=5, ca_file=cert) as client:
+            outcomes = await provision(client, plan(offer(), "v4"), lambda _: None)
+    finally:
+        await double.stop()
+    assert [o.action for o in outcomes] == ["created"] * 3 and double.violations == []

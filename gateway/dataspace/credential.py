@@ -302,7 +302,7 @@ def check_for_install(
     if problem is not None:
         state, detail = problem
         if state == "stale":
-            detail = f"the credential is for {cred.subject}, not for this gateway ({current_did})"
+            detail = f"the credential is for {cred.subject}, not for this gateway's current did {current_did}"
         raise CredentialError(f"credential not installed: {detail}")
     return cred
 
