@@ -666,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_encryption import add_encryption_commands
 
     add_encryption_commands(sub)
+    from gateway.cli_dataspace import add_dataspace_commands
+
+    add_dataspace_commands(sub)
     return p
 
 

@@ -300,8 +300,66 @@ class EncryptionSection(_Section):
         return self
 
 
+_EDC_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class EdcSection(_Section):
+    """The Eclipse Dataspace Connector the gateway provisions its asset in (docs/dataspace.md)."""
+
+    management_url: str | None = None
+    """Base URL of the connector's Management API, e.g. ``https://edc.example.org/management``."""
+    api_version: Literal["v3", "v4"] = "v4"
+    """Management API version: ``v4`` (EDC ≥ 0.17) or ``v3`` (deprecated in EDC 0.17, removed after 0.18)."""
+    api_key_file: Path | None = None
+    """File holding the Management API key sent as ``X-Api-Key`` (mode 0600; never the key in the config)."""
+    vault_secret: Annotated[str, Field(min_length=1, max_length=256)] = "ds4h-gateway-endpoint-token"
+    """Name of the connector-vault secret holding the value of the endpoint's auth header (e.g. ``Bearer …``)."""
+    auth_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "Authorization"
+    """Header the connector's data plane sends the vault secret in when it pulls from the endpoint."""
+    asset_id: Annotated[str, Field(pattern=_EDC_ID)] | None = None
+    """Default ``<gateway name>-observations``."""
+    policy_id: Annotated[str, Field(pattern=_EDC_ID)] | None = None
+    """Default ``<gateway name>-research-purpose``."""
+    contract_id: Annotated[str, Field(pattern=_EDC_ID)] | None = None
+    """Default ``<gateway name>-research``."""
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Bound on every request to the connector (connect included)."""
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    """CA bundle for the connector's TLS certificate (default: the system's)."""
+
+    @field_validator("management_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v is not None else None
+
+
 class DataspaceSection(_Section):
-    """Filled by the dataspace issue."""
+    """The dataspace link: the gateway's public endpoint, its credential, its connector (docs/dataspace.md)."""
+
+    public_url: str | None = None
+    """Public base URL of this gateway's dataspace endpoints (``/dataspace/v1/…``), as the connector reaches it."""
+    site: str | None = None
+    """Site name put in the gateway credential request (default: ``gateway.name``)."""
+    credential_issuer: str | None = None
+    """The operator's DID (``did:web:…``): ``dataspace credential install`` accepts credentials from it only."""
+    edc: EdcSection = EdcSection()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v is not None else None
+
+    @field_validator("credential_issuer")
+    @classmethod
+    def _issuer(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("did:web:", "did:key:")):
+            raise ValueError("must be a DID (did:web:… or did:key:…)")
+        return v
 
 
 class WebSection(_Section):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.clock import ClockMonitor, SkewTracker
 from gateway.config import Config, influx_token
 from gateway.control import ControlServer, write_control_file
+from gateway.dataspace.credential import CredentialStore
 from gateway.devices import DeviceRegistry
 from gateway.forwarder import Forwarder
 from gateway.ingest import IngestSource
@@ -154,6 +155,7 @@ class Gateway:
             health=self.health,
             max_body_bytes=config.web.max_body_bytes,
             ble_pair=self._ble_pair if self.ble is not None else None,
+            credential=CredentialStore(self.state_dir, self.identity.did),
         )
         self._stats: dict[str, Any] = {}
         self._resealed_all = False
