@@ -37,7 +37,7 @@ def _config(args: argparse.Namespace) -> tuple[Config, Path]:
     if args.state_dir is not None:
         if not args.state_dir.is_dir():
             raise GatewayError(f"state directory {args.state_dir} does not exist")
-        return load_config(None), Path(args.state_dir)
+        return load_config(None, require_encryption=False), Path(args.state_dir)
     cfg = load_config(args.config)
     return cfg, cfg.gateway.state_dir
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.errors import ConfigError
 from gateway.model import check_device_id
@@ -384,8 +384,8 @@ class Config(_Section):
     web: WebSection = WebSection()
 
     @model_validator(mode="after")
-    def _encryption_given(self) -> Config:
-        if self.encryption is None:
+    def _encryption_given(self, info: ValidationInfo) -> Config:
+        if self.encryption is None and (info.context or {}).get("require_encryption", True):
             raise ValueError(
                 "[encryption] is missing: say where the state encryption key comes from (key_credential, "
                 "key_file or key_url), or insecure_key_on_disk = true for a demo, or enabled = false "
@@ -437,7 +437,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
+def parse_config(raw: dict[str, Any], origin: str = "<config>", *, require_encryption: bool = True) -> Config:
+    """Validate a config tree. ``require_encryption=False``: a missing ``[encryption]`` is accepted (tools that
+    read a state directory, whose own ``encryption.json`` says how it is encrypted); :attr:`Config.crypto`
+    then must not be used."""
     devices = raw.get("devices")
     if isinstance(devices, dict):
         for device_id in devices:
@@ -446,7 +449,7 @@ def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
             except ValueError as e:
                 raise ConfigError(f"{origin}: devices.{device_id}: {e}") from None
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(raw, context={"require_encryption": require_encryption})
     except ValidationError as e:
         raise ConfigError(_format_errors(e, origin)) from None
     except ConfigError as e:
@@ -455,7 +458,9 @@ def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
         raise ConfigError(f"{origin}: {e}") from None
 
 
-def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path | None, environ: Mapping[str, str] | None = None, *, require_encryption: bool = True
+) -> Config:
     """Load, overlay the environment, and validate. ``path=None`` means embedded defaults only."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
@@ -472,7 +477,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         except OSError as e:
             raise ConfigError(f"{origin}: cannot read: {e.strerror}") from None
     raw = apply_env(raw, env)
-    return parse_config(raw, origin)
+    return parse_config(raw, origin, require_encryption=require_encryption)
 
 
 def influx_token(section: InfluxSinkSection, origin: str = "sinks.influx") -> str:

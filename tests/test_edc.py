@@ -69,7 +69,7 @@ def write_config(tmp_path: Path, state: Path, url: str, key: str = API_KEY, api:
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in edc.items())
     path = tmp_path / "gateway.toml"
     path.write_text(
-        f'[gateway]\nname = "ward-7"\nstate_dir = "{state}"\n'
+        f'[gateway]\nname = "ward-7"\nstate_dir = "{state}"\n[encryption]\ninsecure_key_on_disk = true\n'
         f'[dataspace]\npublic_url = "https://gw-ward7.hospital.example"\n'
         f'[dataspace.edc]\nmanagement_url = "{url}"\napi_key_file = "{key_file}"\napi_version = "{api}"\n{extra}'
     )
@@ -133,7 +133,11 @@ def test_default_ids_come_from_the_gateway_name() -> None:
         "contract": "ward-7-icu-research",
     }
     cfg = parse_config(
-        {"gateway": {"name": "gw-a"}, "dataspace": {"public_url": "https://a.example/", "edc": {"asset_id": "x"}}}
+        {
+            "gateway": {"name": "gw-a"},
+            "dataspace": {"public_url": "https://a.example/", "edc": {"asset_id": "x"}},
+            "encryption": {"enabled": False},
+        }
     )
     o = make_offer(cfg, DID)
     assert o.ids == {"asset": "x", "policy": "gw-a-research-purpose", "contract": "gw-a-research"}
@@ -148,7 +152,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     key = tmp_path / "k"
     key.write_text("k")
     key.chmod(0o644)
-    cfg = parse_config({"dataspace": {"edc": {"api_key_file": str(key)}}})
+    cfg = parse_config({"dataspace": {"edc": {"api_key_file": str(key)}}, "encryption": {"enabled": False}})
     with pytest.raises(ConfigError, match=r"dataspace\.edc\.api_key_file: .*too open"):
         api_key(cfg)
     key.chmod(0o600)
