@@ -8,8 +8,9 @@ chunk buys.
 2. **end to end**: a paho publisher (its own process) queues single-reading SenML CBOR frames of 4
    devices in Mosquitto (loopback, no TLS, no persistence) for the gateway's persistent session while the
    gateway is stopped; then ``ds4h-gateway run`` (its own process) drains the backlog: decodes, commits
-   (signed envelopes, synchronous=FULL) and acknowledges — once with unsigned frames, once with every
-   frame signed by its device and the devices registered with ``require_signature``.
+   (signed envelopes, synchronous=FULL) and acknowledges — with unsigned frames, and with every frame
+   signed by its device and the devices registered with ``require_signature``; each with encryption at
+   rest off and on (``[encryption]``, AES-256-GCM per envelope and per local-history value).
 
 End-to-end rates are frames per second from the gateway's connection to its last commit
 (``batches.committed_ns``): the gateway's own capacity, not the (slower) Python publisher's.
@@ -176,7 +177,7 @@ def publisher(port: int, path: Path) -> None:
     c.loop_stop()
 
 
-def end_to_end(broker: Mosquitto, tmp: Path, n: int, signed: bool, tag: str) -> dict[str, Any]:
+def end_to_end(broker: Mosquitto, tmp: Path, n: int, signed: bool, tag: str, encrypted: bool = True) -> dict[str, Any]:
     from gateway.devices import DeviceRegistry
     from gateway.state.files import ensure_state_dir
 
@@ -186,13 +187,15 @@ def end_to_end(broker: Mosquitto, tmp: Path, n: int, signed: bool, tag: str) -> 
     data = tmp / f"frames-{tag}.pickle"
     data.write_bytes(pickle.dumps((todo, COSE_CONTENT_TYPE if signed else "application/senml+cbor")))
     mqtt = {"enabled": True, "tls": False, "host": broker.host, "port": broker.port, "client_id": f"gw-{tag}"}
+    encryption = {"insecure_key_on_disk": True} if encrypted else {"enabled": False}
     workdir = tmp / f"gw-{tag}"
     workdir.mkdir()
     reg = DeviceRegistry.open(ensure_state_dir(workdir / "state"))
     for d, s in signers.items():
         reg.add(d, "cardiac_monitor", public_key=s.did if signed else None, require_signature=signed)
     reg.close()
-    with GatewayProcess(None, {}, extra={"mqtt": mqtt}, workdir=workdir) as gw:  # creates its broker session
+    extra = {"mqtt": mqtt, "encryption": encryption}
+    with GatewayProcess(None, {}, extra=extra, workdir=workdir) as gw:  # creates its broker session
         _wait_connected(gw)
     pub = subprocess.run(  # the backlog waits in the broker: the gateway's drain rate is what is measured
         [sys.executable, __file__, "_publish", "--port", str(broker.port), "--file", str(data)],
@@ -200,7 +203,7 @@ def end_to_end(broker: Mosquitto, tmp: Path, n: int, signed: bool, tag: str) -> 
         text=True,
         check=True,
     )
-    with GatewayProcess(None, {}, extra={"mqtt": mqtt}, workdir=workdir) as gw:
+    with GatewayProcess(None, {}, extra=extra, workdir=workdir) as gw:
         t0_ns = _wait_connected(gw)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -215,6 +218,7 @@ def end_to_end(broker: Mosquitto, tmp: Path, n: int, signed: bool, tag: str) -> 
     seconds = (last - t0_ns) / 1e9 if count else None
     return {
         "signed": signed,
+        "encrypted": encrypted,
         "frames": n,
         "committed": count,
         "quarantined": quarantined,
@@ -253,11 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     n, v = (args.messages // 10, args.verify // 10) if args.quick else (args.messages, args.verify)
     report: dict[str, Any] = {"machine": machine(), "verification": verification(v)}
     with tempfile.TemporaryDirectory(prefix="ds4h-bench-signed-") as tmp, BenchBroker() as broker:
-        for signed, tag in ((False, "u"), (True, "s")):
-            log(f"end to end, {'signed' if signed else 'unsigned'}: {n} frames")
-            report["unsigned" if not signed else "signed"] = end_to_end(broker, Path(tmp), n, signed, tag)
-    u, s = report["unsigned"]["frames_per_s"], report["signed"]["frames_per_s"]
-    report["signed_vs_unsigned"] = round(s / u, 3) if u and s else None
+        for signed in (False, True):
+            for encrypted in (False, True):
+                name = f"{'signed' if signed else 'unsigned'}{'_encrypted' if encrypted else ''}"
+                log(f"end to end, {name.replace('_', ', ')}: {n} frames")
+                tag = f"{'s' if signed else 'u'}{'e' if encrypted else 'p'}"
+                report[name] = end_to_end(broker, Path(tmp), n, signed, tag, encrypted)
+
+    def ratio(a: str, b: str) -> float | None:
+        x, y = report[a]["frames_per_s"], report[b]["frames_per_s"]
+        return round(x / y, 3) if x and y else None
+
+    report["signed_vs_unsigned"] = ratio("signed", "unsigned")
+    report["encrypted_vs_plain"] = ratio("unsigned_encrypted", "unsigned")
+    report["signed_encrypted_vs_unsigned_plain"] = ratio("signed_encrypted", "unsigned")
     print(json.dumps(report, indent=2))
     return 0
 

@@ -17,6 +17,8 @@ from gateway.config import DeviceEntry
 from gateway.errors import GatewayError, RegistryError
 from gateway.model import check_device_id
 from gateway.state.db import connect, write_transaction
+from gateway.state.sealing import MIGRATION as SEALING_MIGRATION
+from gateway.state.sealing import SealedColumn, cipher_of
 
 IDENTITY_KINDS = ("mqtt_cn", "mqtt_username", "ble_address", "serial")
 
@@ -58,7 +60,14 @@ MIGRATIONS = (
     ALTER TABLE devices ADD COLUMN require_signature INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE devices ADD COLUMN revoked_ns INTEGER
     """,
+    # encryption at rest (gateway/state/sealing.py)
+    SEALING_MIGRATION,
 )
+
+SEALED: tuple[SealedColumn, ...] = (SealedColumn("devices", "note", ("id",), "text"),)
+"""Encrypted at rest: the operator's free-text note (it may name a patient). Ids, kinds and transport
+identities stay readable: they are looked up on every message."""
+_NOTE = SEALED[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +114,7 @@ class DeviceRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = connect(path, MIGRATIONS, check_same_thread=False)
+        self._conn = connect(path, MIGRATIONS, check_same_thread=False, sealed=SEALED)
         self._cache: dict[str, Device] = {}
         self._by_identity: dict[tuple[str, str], str] = {}
         self._data_version = -1
@@ -118,6 +127,10 @@ class DeviceRegistry:
 
     def close(self) -> None:
         self._conn.close()
+
+    def _note(self, device_id: str, note: str) -> str | bytes:
+        cipher = cipher_of(self._conn)
+        return note if cipher is None else cipher.seal_text("devices", "note", device_id, note)
 
     # --- reads -------------------------------------------------------------------------------
     def refresh(self, force: bool = False, max_age_s: float = 0.5) -> None:
@@ -135,8 +148,18 @@ class DeviceRegistry:
         for kind, value, device_id in self._conn.execute("SELECT kind, value, device_id FROM identities"):
             idents.setdefault(device_id, {})[kind] = value
             by_identity[(kind, value)] = device_id
+        cipher = cipher_of(self._conn)
         self._cache = {
-            row[0]: Device(row[0], row[1], bool(row[2]), row[3], idents.get(row[0], {}), row[4], bool(row[5]), row[6])
+            row[0]: Device(
+                row[0],
+                row[1],
+                bool(row[2]),
+                row[3],
+                idents.get(row[0], {}),
+                _NOTE.open(cipher, row[0], row[4]),
+                bool(row[5]),
+                row[6],
+            )
             for row in self._conn.execute(
                 "SELECT id, kind, enabled, public_key, note, require_signature, revoked_ns FROM devices"
             )
@@ -186,9 +209,18 @@ class DeviceRegistry:
         try:
             with write_transaction(self._conn):
                 self._conn.execute(
-                    "INSERT INTO devices (id, kind, enabled, public_key, require_signature, created_ns, updated_ns)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (device_id, kind, int(enabled), public_key, int(require_signature), now, now),
+                    "INSERT INTO devices (id, kind, enabled, public_key, require_signature, created_ns, updated_ns,"
+                    " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        device_id,
+                        kind,
+                        int(enabled),
+                        public_key,
+                        int(require_signature),
+                        now,
+                        now,
+                        self._note(device_id, ""),
+                    ),
                 )
                 self._conn.executemany(
                     "INSERT INTO identities (kind, value, device_id) VALUES (?, ?, ?)",
@@ -227,7 +259,7 @@ class DeviceRegistry:
                     )
             cur = self._conn.execute(
                 "UPDATE devices SET enabled = ?, note = ?, updated_ns = ? WHERE id = ?",
-                (int(enabled), note, time.time_ns(), device_id),
+                (int(enabled), self._note(device_id, note), time.time_ns(), device_id),
             )
         return self._updated(cur.rowcount, device_id)
 
@@ -261,7 +293,7 @@ class DeviceRegistry:
             cur = self._conn.execute(
                 "UPDATE devices SET enabled = 0, revoked_ns = COALESCE(revoked_ns, ?), note = ?, updated_ns = ?"
                 " WHERE id = ?",
-                (now, note, now, device_id),
+                (now, self._note(device_id, note), now, device_id),
             )
         return self._updated(cur.rowcount, device_id)
 
