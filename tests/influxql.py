@@ -153,6 +153,14 @@ class _Parser:
         j = self.i + offset
         return self.toks[j] if j < len(self.toks) else None
 
+    def text_at(self, offset: int = 0) -> str:
+        t = self.peek(offset)
+        return t.text if t is not None else ""
+
+    def kind_at(self, offset: int = 0) -> str:
+        t = self.peek(offset)
+        return t.kind if t is not None else ""
+
     def at(self, *values: str) -> bool:
         t = self.peek()
         return t is not None and t.kind in {"keyword", "op"} and t.value.lower() in values
@@ -180,7 +188,7 @@ class _Parser:
         else:
             raise InfluxQLError("only SELECT and SHOW TAG VALUES are supported")
         if self.peek() is not None:
-            raise InfluxQLError(f"unexpected {self.peek().text!r} after the statement")  # type: ignore[union-attr]
+            raise InfluxQLError(f"unexpected {self.text_at()!r} after the statement")
         return q
 
     def select(self) -> Query:
@@ -204,13 +212,7 @@ class _Parser:
             self.take("by")
             while True:
                 t = self.peek()
-                if (
-                    t is not None
-                    and t.kind == "ident"
-                    and t.value == "time"
-                    and self.peek(1)
-                    and self.peek(1).text == "("
-                ):  # type: ignore[union-attr]
+                if t is not None and t.kind == "ident" and t.value == "time" and self.text_at(1) == "(":
                     self.i += 2
                     q.group_time = self.take_kind("duration").value
                     if self.at(","):
@@ -342,7 +344,7 @@ class _Parser:
             kind, literal = "time", t.value
         elif t.kind in {"string", "number", "regex"}:
             kind, literal = t.kind, t.value
-        elif t.kind == "op" and t.value == "-" and self.peek() is not None and self.peek().kind == "number":  # type: ignore[union-attr]
+        elif t.kind == "op" and t.value == "-" and self.kind_at() == "number":
             kind, literal = "number", "-" + self.take().value
         else:
             raise InfluxQLError(f"unsupported literal {t.text!r} after {ref} {op}")
