@@ -56,9 +56,16 @@ def _alternation(names: tuple[str, ...]) -> str:
 
 
 def prom_any(fields: str, *, device: bool = True, measurements: tuple[str, ...] = CLINICAL) -> str:
-    """A selector for the ``fields`` series (``value|absent`` …) of the clinical measurements."""
+    """A selector for the ``fields`` series (``value|absent`` …) of those ``measurements`` that have them.
+
+    ``{__name__=~"(a|b)_(value)|(a)_(absent)"}``: one group per field, listing the measurements with that field.
+    """
+    groups = []
+    for f in fields.split("|"):
+        having = tuple(m for m in measurements if f in schema_names.fields(m))
+        groups.append(f"({_alternation(having)})_({f})")
     matcher = ',device=~"$device"' if device else ""
-    return f'{{__name__=~"({_alternation(measurements)})_({fields})"{matcher}}}'
+    return f'{{__name__=~"{"|".join(groups)}"{matcher}}}'
 
 
 INFLUX_ANY = f"/^({_alternation(CLINICAL)})$/"
