@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import re
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -43,7 +44,7 @@ from gateway.sinks.lineproto import encode_batch
 from tests import influxql
 from tests.faultproxy import FaultProxy
 from tests.gw import get, make_config, post, running, wait_until
-from tests.services import VictoriaMetrics
+from tests.services import VICTORIA_METRICS_BIN, VictoriaMetrics, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
@@ -621,3 +622,66 @@ async def test_every_prometheus_panel_returns_data_after_a_demo_run(
     assert values("ward-overview", "Absent values (time range)") == {"p01-cgm": 1}
     assert values("ward-overview", "Points with time-quality flags (time range)") == {"p01-bgm": 1}  # 6 h: one
     assert values("gateway-health", "Points lost (must stay 0)") == {"": 0}
+
+
+# --------------------------------------------------------------------------------------------------
+# the production path for the gateway's metrics: a scraper reading dashboards/scrape/ds4h-gateway.yml
+
+SCRAPE_CONFIG = DASHBOARDS / "scrape" / "ds4h-gateway.yml"
+
+
+class ScrapingVictoriaMetrics(VictoriaMetrics):
+    """VictoriaMetrics with ``-promscrape.config`` (what vmagent does, in the same process)."""
+
+    def __init__(self, scrape_config: Path) -> None:
+        super().__init__()
+        self.scrape_config = scrape_config
+
+    def command(self) -> list[str]:
+        return [*super().command(), f"-promscrape.config={self.scrape_config}"]
+
+
+def test_scrape_config_is_valid() -> None:
+    doc = yaml.safe_load(SCRAPE_CONFIG.read_text(encoding="utf-8"))
+    (job,) = doc["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["labels"]["instance"]
+    binary = require_binary(VICTORIA_METRICS_BIN, "victoria-metrics")
+    run = subprocess.run(
+        [binary, f"-promscrape.config={SCRAPE_CONFIG}", "-promscrape.config.dryRun", "-loggerLevel=ERROR"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+
+
+async def test_victoria_metrics_scraping_the_gateway_feeds_the_health_dashboard(
+    tmp_state_dir: Path, tmp_path: Path
+) -> None:
+    async with running(make_config(tmp_state_dir, devices={"p01-hr": {"kind": "heart_rate"}})) as gw:
+        doc = yaml.safe_load(SCRAPE_CONFIG.read_text(encoding="utf-8"))
+        job = doc["scrape_configs"][0]
+        job["scrape_interval"] = "1s"  # the shipped 15 s, shortened for the test
+        job["scrape_timeout"] = "1s"
+        job["static_configs"][0]["targets"] = [gw.url.removeprefix("http://")]
+        instance = job["static_configs"][0]["labels"]["instance"]
+        config = tmp_path / "scrape.yml"
+        config.write_text(yaml.safe_dump(doc))
+        with ScrapingVictoriaMetrics(config) as vm:
+            batches = [
+                {"device": "p01-hr", "key": ["b", i], "readings": [{"metric": "heart_rate", "v": 70, "u": "/min"}]}
+                for i in range(20)
+            ]
+            status, _ = await post(gw, batches, clock=time.time_ns())
+            assert status == 200
+            query = f'ds4h_readings_committed_total{{job="ds4h-gateway",instance="{instance}"}}'
+
+            def scraped() -> bool:
+                result = vm_json(vm, "/api/v1/query", {"query": query})["result"]
+                return bool(result) and float(result[0]["value"][1]) == 20
+
+            await wait_until(scraped, timeout=30, what="the gateway's metrics scraped")
+            _, _, health = next(d for d in dashboards("prometheus") if d[1].stem == "gateway-health")
+            lost = next(p for p in health["panels"] if p["title"].startswith("Points lost"))
+            expr = lost["targets"][0]["expr"].replace("$instance", instance)
+            assert vm_json(vm, "/api/v1/query", {"query": expr})["result"][0]["value"][1] == "0"
