@@ -121,6 +121,7 @@ class Panel:
     unit: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    overrides: list[dict[str, Any]] = field(default_factory=list)
     time_from: str | None = None
     interval: str | None = None
     max_data_points: int | None = None
@@ -191,9 +192,7 @@ WARD = Dashboard(
         Panel(
             "Devices reporting (last 5 min)",
             "stat",
-            "Devices with at least one stored point (value or absent value) in the last 5 minutes. "
-            "InfluxQL cannot count distinct tag values over a time window: there the panel shows each "
-            "reporting device's point count instead.",
+            "Devices with at least one stored point (value or absent value) in the last 5 minutes.",
             [
                 prom(
                     f"count(count by (device) (count_over_time({prom_any('value|absent')}[5m])))",
@@ -201,7 +200,17 @@ WARD = Dashboard(
                     instant=True,
                 )
             ],
-            [iql(f'SELECT count("value") FROM {INFLUX_ANY} WHERE {DEVICE_RE} AND time > now() - 5m GROUP BY "device"')],
+            None,
+            w=6,
+            options=STAT,
+        ),
+        Panel(
+            "Points per reporting device (last 5 min)",
+            "stat",
+            "Points each device stored in the last 5 minutes, one value per device and measurement "
+            "(InfluxQL cannot count distinct tag values over a time window).",
+            None,
+            [iql(select('count("value")', INFLUX_ANY, window="time > now() - 5m"), "$tag_device $measurement")],
             w=6,
             options=STAT,
         ),
@@ -209,8 +218,7 @@ WARD = Dashboard(
             "Freshness: seconds since each device's last point",
             "table",
             "Age of the newest stored point per device, looking back 1 h (10 s resolution). A device "
-            "missing here sent nothing for an hour. InfluxQL: the time of the last point (shown as "
-            "'time ago').",
+            "missing here sent nothing for an hour.",
             [
                 prom(
                     f"time() - max by (device) (max_over_time(timestamp({prom_any('value|absent')})[1h:10s]))",
@@ -219,13 +227,7 @@ WARD = Dashboard(
                     fmt="table",
                 )
             ],
-            [
-                iql(
-                    f'SELECT last("value") FROM {INFLUX_ANY} WHERE {DEVICE_RE} AND time > now() - 1h GROUP BY "device"',
-                    "",
-                    fmt="table",
-                )
-            ],
+            None,
             w=18,
             unit="s",
             defaults={
@@ -238,6 +240,22 @@ WARD = Dashboard(
                     ],
                 }
             },
+        ),
+        Panel(
+            "Freshness: each device's last point",
+            "table",
+            "Time of the newest stored value per device and measurement, looking back 1 h, shown as time "
+            "ago. A device missing here sent nothing for an hour.",
+            None,
+            [iql(select('last("value")', INFLUX_ANY, window="time > now() - 1h"), "", fmt="table")],
+            w=18,
+            options={"sortBy": [{"displayName": "Time", "desc": False}]},
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "Time"},
+                    "properties": [{"id": "unit", "value": "dateTimeFromNow"}],
+                }
+            ],
         ),
         Panel(
             "Latest vital signs per device",
@@ -393,8 +411,7 @@ PATIENT = Dashboard(
         Panel(
             f"AGP: day overlay (last {AGP_DAYS} days)",
             "timeseries",
-            "Each of the last days' CGM trace shifted onto the current 24 h (set the time range to 24 h). "
-            "Not available in InfluxQL (no per-query time shift).",
+            "Each of the last days' CGM trace shifted onto the current 24 h (set the time range to 24 h).",
             [
                 prom(_glucose_sel() + (f" offset {d}d" if d else ""), f"{d} d ago" if d else "today")
                 for d in range(AGP_DAYS)
@@ -408,12 +425,23 @@ PATIENT = Dashboard(
             f"AGP: percentiles by time of day ({AGP_DAYS} days)",
             "timeseries",
             f"5th, 25th, 50th, 75th and 95th percentiles of CGM glucose at each time of day over the last "
-            f"{AGP_DAYS} days (set the time range to 24 h). InfluxQL: hourly percentiles over the time range "
-            "(no time-of-day grouping in InfluxQL).",
+            f"{AGP_DAYS} days (set the time range to 24 h).",
             [
                 prom(f"quantile by (device) ({q}, {_agp_union()})", f"p{round(q * 100)}")
                 for q in (0.05, 0.25, 0.5, 0.75, 0.95)
             ],
+            None,
+            w=12,
+            h=10,
+            unit="suffix: mg/dL",
+        ),
+        Panel(
+            "Glucose percentiles per hour (time range)",
+            "timeseries",
+            "5th, 25th, 50th, 75th and 95th percentiles of CGM glucose in each hour of the time range. "
+            "InfluxQL has no time-of-day grouping and no per-query time shift, so the AGP day overlay "
+            "is available on the Prometheus dashboards only.",
+            None,
             [
                 iql(
                     _influx_glucose(
@@ -424,7 +452,7 @@ PATIENT = Dashboard(
                     "$col",
                 )
             ],
-            w=12,
+            w=24,
             h=10,
             unit="suffix: mg/dL",
         ),
@@ -788,7 +816,7 @@ def _panel(p: Panel, targets: list[dict[str, Any]], flavour: str, pid: int, x: i
         "description": p.description,
         "datasource": PROMETHEUS if flavour == "prometheus" else INFLUXDB,
         "gridPos": {"h": p.h, "w": p.w, "x": x, "y": y},
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": p.overrides},
         "options": p.options,
         "targets": [{"refId": chr(ord("A") + k), **t} for k, t in enumerate(targets)],
     }
