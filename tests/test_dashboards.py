@@ -170,6 +170,18 @@ def test_dashboard_structure(flavour: str, path: Path, dash: dict[str, Any]) -> 
             assert used <= variables | BUILTIN_VARIABLES, f"{p['title']!r}: undefined variables {used - variables}"
 
 
+def test_docs_describe_every_panel_and_the_layout() -> None:
+    doc = (ROOT / "docs" / "dashboards.md").read_text(encoding="utf-8")
+    for flavour, path, dash in dashboards():
+        assert f"`{dash['uid']}`" in doc, f"docs/dashboards.md does not name dashboard {dash['uid']}"
+        assert f"{flavour}/{path.name}" in doc
+        for p in dash["panels"]:
+            if p["type"] != "row":
+                assert f"| {p['title']} |" in doc, f"docs/dashboards.md has no row for panel {p['title']!r}"
+    for f in sorted(PROVISIONING.rglob("*.yaml")):
+        assert f.name in doc, f"docs/dashboards.md does not mention {f.name}"
+
+
 # --------------------------------------------------------------------------------------------------
 # schema module ↔ line protocol
 
