@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle-timeout", type=float, default=60.0, help="seconds to wait for the last acks")
     p.add_argument("--ack-log", type=Path, help="append each acknowledged source key (device/boot/seq) here")
     p.add_argument("--seed", type=int, default=1, help="physiology seed (default: 1)")
+    p.add_argument(
+        "--sign",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sign frames (COSE_Sign1) with <pki-dir>/devices/<id>.signing.key; default: when that key exists",
+    )
 
     from firmware_sim.ble.cli import add_parser as add_ble_parser
 
@@ -424,6 +430,7 @@ def run_mqtt(args: argparse.Namespace) -> int:
         seed=args.seed,
         resend_after_s=args.resend_after,
         reboot_after=args.reboot_after,
+        sign=args.sign,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

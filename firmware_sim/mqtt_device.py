@@ -19,7 +19,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_sim.device_signing import COSE_CONTENT_TYPE
 from firmware_sim.senml import CBOR, Header, Record, encode, frame_records
 
 if TYPE_CHECKING:
@@ -125,10 +126,13 @@ class MqttDevice:
         max_buffer: int = 50_000,
         keepalive_s: int = 30,
         network: LoopNetwork | None = None,
+        signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
+        """``signer``: wraps each SenML CBOR frame in COSE_Sign1 (:mod:`firmware_sim.device_signing`)."""
         self.device_id = device_id
         self._network = network
-        self.content_type = content_type
+        self._signer = signer
+        self.content_type = CBOR if signer is not None else content_type
         self.stats = DeviceStats()
         self._ack_log = ack_log
         self._resend_after = resend_after_s
@@ -160,7 +164,7 @@ class MqttDevice:
         self._props: Properties | None = None
         if self._v5:
             self._props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            self._props.ContentType = content_type
+            self._props.ContentType = COSE_CONTENT_TYPE if signer is not None else content_type
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -274,9 +278,10 @@ class MqttDevice:
         a gateway that lost its memory (restart) learns where the device stands from any resend."""
         f = b.frames[seq]
         unacked = next(iter(b.frames))  # insertion order is seq order
-        return encode(
+        payload = encode(
             frame_records(self.device_id, Header(boot, seq, unacked), f.t_s, f.measurements), self.content_type
         )
+        return payload if self._signer is None else self._signer(payload)
 
     def _publish(self, payload: bytes) -> None:
         self._client.publish(readings_topic(self.device_id), payload, qos=1, properties=self._props)

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from firmware_sim.device_signing import DeviceSigner, signing_key_path
 from firmware_sim.models.nig_sensor import NigSensor, encode_s21
-from firmware_sim.mqtt_device import AckLog, DeviceTls, MqttDevice
+from firmware_sim.mqtt_device import AckLog, DeviceTls, MqttDevice, readings_topic
 from firmware_sim.physiology import Patient
 from firmware_sim.senml import CBOR, Record, ecg_records, nig_records
 from firmware_sim.ward import CgmStream, EcgStream, PatientView, Ward
@@ -57,6 +58,21 @@ class FleetOptions:
     each device its own simple patient, as before."""
     nig_interval_s: float = 60.0
     """``kind="nig"``: seconds between sweeps."""
+    sign: bool | None = None
+    """Sign frames (COSE_Sign1) with ``<pki_dir>/devices/<id>.signing.key``: None = when that key exists;
+    True = required (a missing key is an error); False = never."""
+
+
+def device_signer(pki_dir: Path | None, device_id: str, sign: bool | None) -> DeviceSigner | None:
+    """The device's signer, by the rule of :attr:`FleetOptions.sign`."""
+    if sign is False:
+        return None
+    path = signing_key_path(pki_dir, device_id) if pki_dir is not None else None
+    if path is None or not path.exists():
+        if sign:
+            raise FileNotFoundError(f"no signing key for {device_id}: {path} (pki issue-device --signing-key)")
+        return None
+    return DeviceSigner.load(path, readings_topic(device_id))
 
 
 def device_tls(pki_dir: Path | None, device_id: str) -> DeviceTls | None:
@@ -114,6 +130,7 @@ class MqttFleet:
                 content_type=opts.content_type,
                 ack_log=self.ack_log,
                 resend_after_s=opts.resend_after_s,
+                signer=device_signer(opts.pki_dir, d, opts.sign),
             )
             for d in opts.device_ids
         ]

@@ -94,7 +94,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 for d in devices:
                     idents = " ".join(f"{k}={v}" for k, v in sorted(d.identities.items()))
                     state = "enabled" if d.enabled else f"DISABLED {d.note}".rstrip()
-                    print(f"{d.id:24} {d.kind:16} {state:10} {idents}")
+                    if d.revoked:
+                        state = "REVOKED"
+                    signed = " signed" if d.require_signature else ""
+                    print(f"{d.id:24} {d.kind:16} {state:10}{signed} {idents}")
         elif args.devices_cmd == "add":
             d = reg.add(
                 args.id,
@@ -106,8 +109,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
                     "serial": args.serial,
                 },
                 public_key=args.public_key,
+                require_signature=args.require_signature,
             )
-            print(f"added {d.id} ({d.kind})")
+            print(f"added {d.id} ({d.kind})" + (", signatures required" if d.require_signature else ""))
         elif args.devices_cmd == "disable":
             reg.set_enabled(args.id, False, args.note or "")
             print(f"disabled {args.id}: its data is quarantined from now on")
@@ -552,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--ble-address", help="Bluetooth address")
     add.add_argument("--serial", help="serial number")
     add.add_argument("--public-key", help="device signing key as did:key")
+    add.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="refuse this device's unsigned MQTT frames (needs --public-key; docs/mqtt.md)",
+    )
     for name, verb in (("disable", "disable"), ("enable", "enable")):
         sp = dev_sub.add_parser(name, help=f"{verb} a device", description=f"{verb.capitalize()} a device.")
         _state_args(sp)
@@ -680,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_encryption import add_encryption_commands
 
     add_encryption_commands(sub)
+    from gateway.cli_dataspace import add_dataspace_commands
+
+    add_dataspace_commands(sub)
     from gateway.cli_patients import add_patients_commands
 
     add_patients_commands(sub)

@@ -29,10 +29,19 @@ if TYPE_CHECKING:  # the commands import their modules when they run: `--help` s
 
 
 # --- device enrolment ----------------------------------------------------------------------------
-def register_mqtt_device(state_dir: Path, device_id: str, kind: str | None) -> str:
+def register_mqtt_device(
+    state_dir: Path,
+    device_id: str,
+    kind: str | None,
+    *,
+    public_key: str | None = None,
+    require_signature: bool | None = None,
+) -> str:
     """Make ``device_id`` known to the registry with identity ``mqtt_cn = device_id``; says what it did.
 
     A new device needs ``kind``; a registered one gets the identity added (its kind is kept).
+    ``public_key`` (did:key) and ``require_signature`` are registered when given. A revoked device
+    loses its revoked mark (it gets a new certificate) but stays disabled until `devices enable`.
     """
     from gateway.devices import DeviceRegistry
     from gateway.errors import RegistryError
@@ -43,34 +52,71 @@ def register_mqtt_device(state_dir: Path, device_id: str, kind: str | None) -> s
         if owner is not None and owner.id != device_id:
             raise PkiError(f"mqtt_cn {device_id!r} already identifies device {owner.id!r} in the registry")
         device = reg.get(device_id)
-        if device is None:
-            if not kind:
-                raise PkiError(f"device {device_id} is not registered yet: give its --kind (e.g. ecg_patch)")
-            reg.add(device_id, kind, identities={"mqtt_cn": device_id})
-            return f"registered {device_id} (kind {kind}) with mqtt_cn={device_id}"
-        if owner is not None:
-            return f"{device_id} (kind {device.kind}) is registered with mqtt_cn={device_id}"
         try:
-            reg.add_identity(device_id, "mqtt_cn", device_id)
+            if device is None:
+                if not kind:
+                    raise PkiError(f"device {device_id} is not registered yet: give its --kind (e.g. ecg_patch)")
+                reg.add(
+                    device_id,
+                    kind,
+                    identities={"mqtt_cn": device_id},
+                    public_key=public_key,
+                    require_signature=bool(require_signature),
+                )
+                note = f"registered {device_id} (kind {kind}) with mqtt_cn={device_id}"
+            elif owner is not None:
+                note = f"{device_id} (kind {device.kind}) is registered with mqtt_cn={device_id}"
+            else:
+                reg.add_identity(device_id, "mqtt_cn", device_id)
+                note = f"added mqtt_cn={device_id} to registered device {device_id} (kind {device.kind})"
+            if device is not None and (public_key is not None or require_signature is not None):
+                reg.set_signing(device_id, public_key=public_key, require_signature=require_signature)
+            if device is not None and device.revoked:
+                reg.unrevoke(device_id)
+                note += "; it was revoked: enable it with `ds4h-gateway devices enable` once re-provisioned"
         except RegistryError as e:
             raise PkiError(str(e)) from e
-        return f"added mqtt_cn={device_id} to registered device {device_id} (kind {device.kind})"
+        d = reg.get(device_id)
+        if d is not None and d.public_key:
+            note += f"; signing key {d.public_key}"
+        if d is not None and d.require_signature:
+            note += "; unsigned frames refused"
+        return note
     finally:
         reg.close()
 
 
 def enroll_device(
-    state_dir: Path, device_id: str, kind: str | None = None, days: int = LEAF_DAYS
+    state_dir: Path,
+    device_id: str,
+    kind: str | None = None,
+    days: int = LEAF_DAYS,
+    *,
+    signing_key: bool = False,
+    require_signature: bool | None = None,
 ) -> tuple[Issued, str]:
-    """Issue a device certificate (CN = device id) and register the device; (issued, registry note)."""
+    """Issue a device certificate (CN = device id) and register the device; (issued, registry note).
+
+    ``signing_key``: also generate the device's Ed25519 payload-signing key
+    (``devices/<id>.signing.key``, 0600) and register its did:key.
+    """
     from gateway.model import check_device_id
     from gateway.pki.ca import SitePki
 
     check_device_id(device_id)
     pki = SitePki(state_dir)
     pki.load_ca()  # no registry change when there is no CA
-    note = register_mqtt_device(state_dir, device_id, kind)
-    return pki.issue_device(device_id, days), note
+    did = None
+    if signing_key:
+        _, did, _ = pki.issue_signing_key(device_id)
+    was_revoked = device_id in pki.revoked_devices()
+    issued = pki.issue_device(device_id, days)
+    note = register_mqtt_device(state_dir, device_id, kind, public_key=did, require_signature=require_signature)
+    if was_revoked:  # its new certificate is not in the CRL: the brokers' ACL must stop denying it
+        from gateway.pki.mosquitto import update_brokers
+
+        update_brokers(pki)
+    return issued, note
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -97,13 +143,56 @@ def cmd_pki_issue_device(args: argparse.Namespace) -> int:
     from gateway.pki.ca import SitePki
 
     state_dir = _state_dir(args)
-    issued, note = enroll_device(state_dir, args.device_id, args.kind, args.days)
+    issued, note = enroll_device(
+        state_dir,
+        args.device_id,
+        args.kind,
+        args.days,
+        signing_key=args.signing_key,
+        require_signature=args.require_signature,
+    )
+    pki = SitePki(state_dir)
     _show(issued, "device certificate")
-    print(f"  CA           {SitePki(state_dir).ca_cert}")
+    print(f"  CA           {pki.ca_cert}")
+    signing = pki.signing_key_file(args.device_id)
+    if args.signing_key:
+        print(f"  signing key  {signing} (0600, Ed25519)")
     print(f"registry: {note}")
     if args.out is not None:
-        copied = SitePki(state_dir).copy_out(issued, args.out)
+        copied = pki.copy_out(issued, args.out, [signing] if args.signing_key else [])
         print(f"copied for provisioning: {' '.join(str(p) for p in copied)}")
+    return 0
+
+
+def cmd_pki_revoke(args: argparse.Namespace) -> int:
+    from gateway.devices import DeviceRegistry
+    from gateway.errors import RegistryError
+    from gateway.pki.ca import SitePki
+    from gateway.pki.mosquitto import update_brokers
+
+    state_dir = _state_dir(args)
+    pki = SitePki(state_dir)
+    serial, already = pki.revoke_device(args.device_id)
+    print(f"certificate of {args.device_id} (serial {serial:x}) {'was already' if already else 'is now'} in {pki.crl}")
+    reg = DeviceRegistry.open(state_dir)
+    try:
+        reg.revoke(args.device_id, args.note or "certificate revoked")
+    except RegistryError as e:
+        print(f"registry: {e}")
+    else:
+        print(f"registry: {args.device_id} disabled: its frames are quarantined (revoked) from now on")
+    finally:
+        reg.close()
+    updates = update_brokers(pki, reload=not args.no_reload)
+    for u in updates:
+        how = (
+            f"sent SIGHUP to pid {u.reloaded_pid}"
+            if u.reloaded_pid
+            else "reload the broker (systemctl reload mosquitto)"
+        )
+        print(f"broker {u.config_dir}: crl.pem and acl updated; {how}")
+    if not updates:
+        print(f"no broker directory known: copy {pki.crl} where the broker's crlfile points and reload it")
     return 0
 
 
@@ -139,7 +228,7 @@ def cmd_pki_mosquitto_config(args: argparse.Namespace) -> int:
     if files.issued_server_cert:
         print(f"issued a broker certificate for {', '.join(DEFAULT_SERVER_HOSTS)} (use `pki issue-server` for others)")
     print(f"broker configuration in {files.out_dir}")
-    for p in (files.conf, files.acl, files.ca_cert, files.server_cert):
+    for p in (files.conf, files.acl, files.ca_cert, files.server_cert, files.crl):
         print(f"  {p}")
     print(f"  {files.server_key} (0600)")
     print(f"run: mosquitto -c {files.conf}")
@@ -182,7 +271,33 @@ def add_pki_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     dev.add_argument("--kind", help="device kind, needed when the device is not registered yet (e.g. ecg_patch)")
     dev.add_argument("--days", type=int, default=LEAF_DAYS, help=days_help)
     dev.add_argument("--out", type=Path, help="also copy the certificate, key (0600) and ca.crt to this directory")
+    dev.add_argument(
+        "--signing-key",
+        action="store_true",
+        help="also generate the device's Ed25519 payload-signing key (devices/<id>.signing.key, 0600) and "
+        "register its did:key",
+    )
+    dev.add_argument(
+        "--require-signature",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refuse the device's unsigned MQTT frames (signature_missing); default: leave as registered",
+    )
     dev.set_defaults(func=cmd_pki_issue_device)
+
+    rv = pki_sub.add_parser(
+        "revoke",
+        help="revoke a device certificate and disable the device",
+        description="Add the device's certificate to the CRL (signed by the site CA), disable the device in "
+        "the registry, update crl.pem and the ACL in every broker directory `mosquitto-config` wrote, and "
+        "send the running broker SIGHUP: the device can no longer connect, and if connected it is "
+        "disconnected at its next publish.",
+    )
+    _state_args(rv)
+    rv.add_argument("device_id", metavar="DEVICE_ID")
+    rv.add_argument("--note", help="why (shown in `devices list`)")
+    rv.add_argument("--no-reload", action="store_true", help="do not signal the broker")
+    rv.set_defaults(func=cmd_pki_revoke)
 
     gw = pki_sub.add_parser(
         "issue-gateway",

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.errors import ConfigError
 from gateway.model import check_device_id
@@ -50,6 +50,8 @@ class DeviceEntry(_Section):
     serial: str | None = None
     public_key: str | None = None
     """Device signing key as a did:key (used when the device signs its own payloads)."""
+    require_signature: bool = False
+    """Refuse this device's unsigned MQTT frames (``signature_missing``); docs/mqtt.md."""
     enabled: bool = True
 
 
@@ -191,6 +193,10 @@ class MqttSection(_Section):
     """A boot stays in a device's ack message this long after its last frame."""
     ack_max_boots: Annotated[int, Field(ge=1, le=64)] = 4
     """At most this many boots per device in its ack message (the most recent)."""
+    replay_window: Annotated[int, Field(ge=1, le=2**32)] = 65_536
+    """Device-signed frames: a seq this far below its boot's highest seq is refused (``stale``)."""
+    boot_grace_s: Annotated[float, Field(gt=0)] = 3600.0
+    """Device-signed frames: an older boot's frames are refused (``stale``) this long after a newer boot began."""
 
     @model_validator(mode="after")
     def _checks(self) -> MqttSection:
@@ -339,8 +345,66 @@ class ResearchSection(_Section):
         return self
 
 
+_EDC_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class EdcSection(_Section):
+    """The Eclipse Dataspace Connector the gateway provisions its asset in (docs/dataspace.md)."""
+
+    management_url: str | None = None
+    """Base URL of the connector's Management API, e.g. ``https://edc.example.org/management``."""
+    api_version: Literal["v3", "v4"] = "v4"
+    """Management API version: ``v4`` (EDC ≥ 0.17) or ``v3`` (deprecated in EDC 0.17, removed after 0.18)."""
+    api_key_file: Path | None = None
+    """File holding the Management API key sent as ``X-Api-Key`` (mode 0600; never the key in the config)."""
+    vault_secret: Annotated[str, Field(min_length=1, max_length=256)] = "ds4h-gateway-endpoint-token"
+    """Name of the connector-vault secret holding the value of the endpoint's auth header (e.g. ``Bearer …``)."""
+    auth_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "Authorization"
+    """Header the connector's data plane sends the vault secret in when it pulls from the endpoint."""
+    asset_id: Annotated[str, Field(pattern=_EDC_ID)] | None = None
+    """Default ``<gateway name>-observations``."""
+    policy_id: Annotated[str, Field(pattern=_EDC_ID)] | None = None
+    """Default ``<gateway name>-research-purpose``."""
+    contract_id: Annotated[str, Field(pattern=_EDC_ID)] | None = None
+    """Default ``<gateway name>-research``."""
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Bound on every request to the connector (connect included)."""
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    """CA bundle for the connector's TLS certificate (default: the system's)."""
+
+    @field_validator("management_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v is not None else None
+
+
 class DataspaceSection(_Section):
-    """Filled by the dataspace issue."""
+    """The dataspace link: the gateway's public endpoint, its credential, its connector (docs/dataspace.md)."""
+
+    public_url: str | None = None
+    """Public base URL of this gateway's dataspace endpoints (``/dataspace/v1/…``), as the connector reaches it."""
+    site: str | None = None
+    """Site name put in the gateway credential request (default: ``gateway.name``)."""
+    credential_issuer: str | None = None
+    """The operator's DID (``did:web:…``): ``dataspace credential install`` accepts credentials from it only."""
+    edc: EdcSection = EdcSection()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v is not None else None
+
+    @field_validator("credential_issuer")
+    @classmethod
+    def _issuer(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("did:web:", "did:key:")):
+            raise ValueError("must be a DID (did:web:… or did:key:…)")
+        return v
 
 
 class WebSection(_Section):
@@ -366,8 +430,8 @@ class Config(_Section):
     web: WebSection = WebSection()
 
     @model_validator(mode="after")
-    def _encryption_given(self) -> Config:
-        if self.encryption is None:
+    def _encryption_given(self, info: ValidationInfo) -> Config:
+        if self.encryption is None and (info.context or {}).get("require_encryption", True):
             raise ValueError(
                 "[encryption] is missing: say where the state encryption key comes from (key_credential, "
                 "key_file or key_url), or insecure_key_on_disk = true for a demo, or enabled = false "
@@ -419,7 +483,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
+def parse_config(raw: dict[str, Any], origin: str = "<config>", *, require_encryption: bool = True) -> Config:
+    """Validate a config tree. ``require_encryption=False``: a missing ``[encryption]`` is accepted (tools that
+    read a state directory, whose own ``encryption.json`` says how it is encrypted); :attr:`Config.crypto`
+    then must not be used."""
     devices = raw.get("devices")
     if isinstance(devices, dict):
         for device_id in devices:
@@ -428,7 +495,7 @@ def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
             except ValueError as e:
                 raise ConfigError(f"{origin}: devices.{device_id}: {e}") from None
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(raw, context={"require_encryption": require_encryption})
     except ValidationError as e:
         raise ConfigError(_format_errors(e, origin)) from None
     except ConfigError as e:
@@ -437,7 +504,9 @@ def parse_config(raw: dict[str, Any], origin: str = "<config>") -> Config:
         raise ConfigError(f"{origin}: {e}") from None
 
 
-def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path | None, environ: Mapping[str, str] | None = None, *, require_encryption: bool = True
+) -> Config:
     """Load, overlay the environment, and validate. ``path=None`` means embedded defaults only."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
@@ -454,7 +523,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         except OSError as e:
             raise ConfigError(f"{origin}: cannot read: {e.strerror}") from None
     raw = apply_env(raw, env)
-    return parse_config(raw, origin)
+    return parse_config(raw, origin, require_encryption=require_encryption)
 
 
 def influx_token(section: InfluxSinkSection, origin: str = "sinks.influx") -> str:

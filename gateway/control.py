@@ -5,6 +5,8 @@
 - ``GET /api/v1/stats`` — counters, outbox depth per sink, dead letters, quarantine, disk (token).
 - ``POST /api/v1/ingest`` — the local ingest source, see docs/ingest.md (token).
 - ``POST /api/v1/ble/pair`` — open the BLE pairing window, body ``{"window_s": 120}`` (token; docs/ble.md).
+- ``GET /dataspace/v1/credential`` — the gateway's Verifiable Credential as ``application/vc+jwt`` (no token:
+  it is public; docs/dataspace.md). 404 when none is installed, 409 when it is no longer valid for this gateway.
 
 The bearer token lives in ``<state_dir>/control.token`` (0600); the URL of a running gateway in
 ``<state_dir>/control.json``.
@@ -17,7 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +28,9 @@ from gateway.errors import BackpressureError, OutboxError, PayloadError, Shuttin
 from gateway.ingest import IngestSource, parse_body
 from gateway.metrics import GatewayMetrics
 from gateway.outbox.committer import QuarantineRecord
+
+if TYPE_CHECKING:
+    from gateway.dataspace.credential import CredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class ControlServer:
         health: Callable[[], dict[str, Any]],
         max_body_bytes: int,
         ble_pair: Callable[[float], dict[str, Any]] | None = None,
+        credential: CredentialStore | None = None,
         routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self._token = token
@@ -51,6 +57,7 @@ class ControlServer:
         self._stats = stats
         self._health = health
         self._ble_pair = ble_pair
+        self._credential = credential
         self._app = web.Application(client_max_size=max_body_bytes, middlewares=[self._auth])
         self._app.add_routes(
             [
@@ -59,6 +66,7 @@ class ControlServer:
                 web.get("/api/v1/stats", self.stats),
                 web.post("/api/v1/ingest", self.ingest),
                 web.post("/api/v1/ble/pair", self.ble_pair),
+                web.get("/dataspace/v1/credential", self.dataspace_credential),
             ]
         )
         self._app.add_routes(list(routes))  # e.g. the research endpoint (gateway/dataspace/endpoint.py)
@@ -93,6 +101,8 @@ class ControlServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         h = self._health()
+        if self._credential is not None:
+            h["dataspace_credential"] = self._credential.status().as_dict()
         return web.json_response(h, status=200 if h.get("status") == "ok" else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -136,6 +146,14 @@ class ControlServer:
         if not 0 < window <= 3600:
             return web.json_response({"error": "window_s must be in (0, 3600]"}, status=400)
         return web.json_response(self._ble_pair(window))
+
+    async def dataspace_credential(self, request: web.Request) -> web.Response:
+        status = self._credential.status() if self._credential is not None else None
+        if status is None or status.state == "none":
+            return web.json_response({"error": "no gateway credential installed"}, status=404)
+        if status.state != "valid" or status.credential is None:
+            return web.json_response({"error": status.detail, "state": status.state}, status=409)
+        return web.Response(text=status.credential.token, content_type="application/vc+jwt")
 
     def _ingest_reject(self, reason: str, detail: str, body: bytes = b"") -> None:
         self._ingest.quarantine(QuarantineRecord.of(reason, detail, None, body))

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import DeviceEntry
-from gateway.errors import RegistryError
+from gateway.errors import GatewayError, RegistryError
 from gateway.model import check_device_id
 from gateway.state.db import connect, write_transaction
+from gateway.state.sealing import MIGRATION as SEALING_MIGRATION
+from gateway.state.sealing import SealedColumn, cipher_of
 
 IDENTITY_KINDS = ("mqtt_cn", "mqtt_username", "ble_address", "serial")
 
@@ -54,7 +56,18 @@ MIGRATIONS = (
         PRIMARY KEY (device_id, key)
     )
     """,
+    """
+    ALTER TABLE devices ADD COLUMN require_signature INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN revoked_ns INTEGER
+    """,
+    # encryption at rest (gateway/state/sealing.py)
+    SEALING_MIGRATION,
 )
+
+SEALED: tuple[SealedColumn, ...] = (SealedColumn("devices", "note", ("id",), "text"),)
+"""Encrypted at rest: the operator's free-text note (it may name a patient). Ids, kinds and transport
+identities stay readable: they are looked up on every message."""
+_NOTE = SEALED[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,27 @@ class Device:
     public_key: str | None = None
     identities: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
+    require_signature: bool = False
+    """Unsigned MQTT frames of this device are refused (``signature_missing``), docs/mqtt.md."""
+    revoked_ns: int | None = None
+    """When ``pki revoke`` revoked its certificate (the device is disabled from then on), docs/pki.md."""
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_ns is not None
+
+
+def check_public_key(did: str | None) -> str | None:
+    """``did`` if it is an Ed25519 did:key (the only device key the gateway verifies), else raise."""
+    if did is None:
+        return None
+    from gateway.provenance.didkey import public_from_did_key
+
+    try:
+        public_from_did_key(did)
+    except GatewayError as e:
+        raise RegistryError(f"public key: {e}") from e
+    return did
 
 
 def _norm_identity(kind: str, value: str) -> str:
@@ -80,7 +114,7 @@ class DeviceRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = connect(path, MIGRATIONS, check_same_thread=False)
+        self._conn = connect(path, MIGRATIONS, check_same_thread=False, sealed=SEALED)
         self._cache: dict[str, Device] = {}
         self._by_identity: dict[tuple[str, str], str] = {}
         self._data_version = -1
@@ -93,6 +127,10 @@ class DeviceRegistry:
 
     def close(self) -> None:
         self._conn.close()
+
+    def _note(self, device_id: str, note: str) -> str | bytes:
+        cipher = cipher_of(self._conn)
+        return note if cipher is None else cipher.seal_text("devices", "note", device_id, note)
 
     # --- reads -------------------------------------------------------------------------------
     def refresh(self, force: bool = False, max_age_s: float = 0.5) -> None:
@@ -110,9 +148,21 @@ class DeviceRegistry:
         for kind, value, device_id in self._conn.execute("SELECT kind, value, device_id FROM identities"):
             idents.setdefault(device_id, {})[kind] = value
             by_identity[(kind, value)] = device_id
+        cipher = cipher_of(self._conn)
         self._cache = {
-            row[0]: Device(row[0], row[1], bool(row[2]), row[3], idents.get(row[0], {}), row[4])
-            for row in self._conn.execute("SELECT id, kind, enabled, public_key, note FROM devices")
+            row[0]: Device(
+                row[0],
+                row[1],
+                bool(row[2]),
+                row[3],
+                idents.get(row[0], {}),
+                _NOTE.open(cipher, row[0], row[4]),
+                bool(row[5]),
+                row[6],
+            )
+            for row in self._conn.execute(
+                "SELECT id, kind, enabled, public_key, note, require_signature, revoked_ns FROM devices"
+            )
         }
         self._by_identity = by_identity
 
@@ -148,8 +198,10 @@ class DeviceRegistry:
         identities: Mapping[str, str | None] | None = None,
         public_key: str | None = None,
         enabled: bool = True,
+        require_signature: bool = False,
     ) -> Device:
         check_device_id(device_id)
+        check_public_key(public_key)
         if not kind:
             raise RegistryError(f"device {device_id}: kind is required")
         now = time.time_ns()
@@ -157,9 +209,18 @@ class DeviceRegistry:
         try:
             with write_transaction(self._conn):
                 self._conn.execute(
-                    "INSERT INTO devices (id, kind, enabled, public_key, created_ns, updated_ns)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (device_id, kind, int(enabled), public_key, now, now),
+                    "INSERT INTO devices (id, kind, enabled, public_key, require_signature, created_ns, updated_ns,"
+                    " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        device_id,
+                        kind,
+                        int(enabled),
+                        public_key,
+                        int(require_signature),
+                        now,
+                        now,
+                        self._note(device_id, ""),
+                    ),
                 )
                 self._conn.executemany(
                     "INSERT INTO identities (kind, value, device_id) VALUES (?, ?, ?)",
@@ -187,22 +248,76 @@ class DeviceRegistry:
         return self._cache[device_id]
 
     def set_enabled(self, device_id: str, enabled: bool, note: str = "") -> Device:
+        """Enable or disable a device; a revoked device cannot be enabled (issue it a new certificate first)."""
         with write_transaction(self._conn):
+            if enabled:
+                row = self._conn.execute("SELECT revoked_ns FROM devices WHERE id = ?", (device_id,)).fetchone()
+                if row is not None and row[0] is not None:
+                    raise RegistryError(
+                        f"device {device_id} is revoked: issue it a new certificate "
+                        "(`ds4h-gateway pki issue-device`) before enabling it"
+                    )
             cur = self._conn.execute(
                 "UPDATE devices SET enabled = ?, note = ?, updated_ns = ? WHERE id = ?",
-                (int(enabled), note, time.time_ns(), device_id),
+                (int(enabled), self._note(device_id, note), time.time_ns(), device_id),
             )
-        if cur.rowcount == 0:
+        return self._updated(cur.rowcount, device_id)
+
+    def _updated(self, rowcount: int, device_id: str) -> Device:
+        if rowcount == 0:
             raise RegistryError(f"no device {device_id!r} in the registry")
         self.refresh(force=True)
         return self._cache[device_id]
 
+    def set_signing(
+        self, device_id: str, *, public_key: str | None = None, require_signature: bool | None = None
+    ) -> Device:
+        """Register a device's signing key (did:key) and/or whether its MQTT frames must be signed."""
+        check_public_key(public_key)
+        sets: list[str] = ["updated_ns = ?"]
+        args: list[object] = [time.time_ns()]
+        if public_key is not None:
+            sets.append("public_key = ?")
+            args.append(public_key)
+        if require_signature is not None:
+            sets.append("require_signature = ?")
+            args.append(int(require_signature))
+        with write_transaction(self._conn):
+            cur = self._conn.execute(f"UPDATE devices SET {', '.join(sets)} WHERE id = ?", (*args, device_id))
+        return self._updated(cur.rowcount, device_id)
+
+    def revoke(self, device_id: str, note: str = "certificate revoked") -> Device:
+        """Mark a device revoked and disable it at once (its data is quarantined from now on)."""
+        with write_transaction(self._conn):
+            now = time.time_ns()
+            cur = self._conn.execute(
+                "UPDATE devices SET enabled = 0, revoked_ns = COALESCE(revoked_ns, ?), note = ?, updated_ns = ?"
+                " WHERE id = ?",
+                (now, self._note(device_id, note), now, device_id),
+            )
+        return self._updated(cur.rowcount, device_id)
+
+    def unrevoke(self, device_id: str) -> Device:
+        """Clear the revoked mark (a new certificate was issued); the device stays disabled until enabled."""
+        with write_transaction(self._conn):
+            cur = self._conn.execute(
+                "UPDATE devices SET revoked_ns = NULL, updated_ns = ? WHERE id = ?", (time.time_ns(), device_id)
+            )
+        return self._updated(cur.rowcount, device_id)
+
     def seed(self, entries: Mapping[str, DeviceEntry]) -> list[str]:
-        """Add the config's devices that the registry does not hold yet; returns the ids added."""
+        """Add the config's devices that the registry does not hold yet; returns the ids added.
+
+        ``require_signature = true`` in the config also applies to a device already registered (the
+        config may tighten a registered device, never loosen it).
+        """
         self.refresh(force=True)
         added = []
         for device_id, e in entries.items():
-            if device_id in self._cache:
+            known = self._cache.get(device_id)
+            if known is not None:
+                if e.require_signature and not known.require_signature:
+                    self.set_signing(device_id, require_signature=True)
                 continue
             self.add(
                 device_id,
@@ -210,6 +325,7 @@ class DeviceRegistry:
                 identities={k: getattr(e, k) for k in IDENTITY_KINDS},
                 public_key=e.public_key,
                 enabled=e.enabled,
+                require_signature=e.require_signature,
             )
             added.append(device_id)
         return added
@@ -232,6 +348,24 @@ class DeviceRegistry:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def driver_states(self, key: str) -> dict[str, str]:
+        """``key``'s value for every device that has one."""
+        return {
+            str(r[0]): str(r[1])
+            for r in self._conn.execute("SELECT device_id, value FROM driver_state WHERE key = ?", (key,))
+        }
+
+    def set_driver_states(self, key: str, values: Mapping[str, str]) -> None:
+        """``key``'s value for several devices in one durable transaction (unknown devices are skipped)."""
+        now = time.time_ns()
+        with write_transaction(self._conn):
+            known = {r[0] for r in self._conn.execute("SELECT id FROM devices")}
+            self._conn.executemany(
+                "INSERT INTO driver_state (device_id, key, value, updated_ns) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value, updated_ns = excluded.updated_ns",
+                [(d, key, v, now) for d, v in values.items() if d in known],
+            )
+
     def set_driver_state(self, device_id: str, key: str, value: str) -> None:
         """Persist a driver's value durably (its own transaction, ``synchronous = FULL``)."""
         with write_transaction(self._conn):
@@ -250,6 +384,8 @@ def describe(devices: Iterable[Device]) -> list[dict[str, object]]:
             "enabled": d.enabled,
             "identities": dict(d.identities),
             "public_key": d.public_key,
+            "require_signature": d.require_signature,
+            "revoked": d.revoked,
             "note": d.note,
         }
         for d in devices

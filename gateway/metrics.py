@@ -77,6 +77,12 @@ class GatewayMetrics:
             ["outcome"],
             registry=r,
         )
+        self.mqtt_signatures = Counter(
+            "ds4h_mqtt_signatures",
+            "Device signatures (COSE_Sign1) verified on MQTT frames, by outcome (valid, invalid)",
+            ["outcome"],
+            registry=r,
+        )
         self.mqtt_acks_published = Counter(
             "ds4h_mqtt_ack_watermarks_published", "Retained device ack messages published", registry=r
         )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.clock import ClockMonitor, SkewTracker
 from gateway.config import Config, influx_token
 from gateway.control import ControlServer, write_control_file
+from gateway.dataspace.credential import CredentialStore
 from gateway.dataspace.service import ResearchPath, research_path
 from gateway.devices import DeviceRegistry
 from gateway.forwarder import Forwarder
@@ -160,6 +161,7 @@ class Gateway:
             health=self.health,
             max_body_bytes=config.web.max_body_bytes,
             ble_pair=self._ble_pair if self.ble is not None else None,
+            credential=CredentialStore(self.state_dir, self.identity.did),
             routes=self.research.routes if self.research is not None else (),
         )
         self._stats: dict[str, Any] = {}

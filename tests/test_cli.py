@@ -58,6 +58,10 @@ async def test_devices_keys_outbox_and_verify(tmp_state_dir: Path) -> None:
     by_id = {d["id"]: d for d in listed}
     assert by_id["bp-1"]["identities"] == {"ble_address": "AA:BB:CC:DD:EE:FF"}
     assert by_id["hr-1"]["enabled"] is False
+    did = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+    r = cli("devices", "add", "--state-dir", sd, "g5-s", "--kind", "cgm", "--public-key", did, "--require-signature")
+    assert r.returncode == 0 and "signatures required" in r.stdout, r.stderr
+    assert " signed " in cli("devices", "list", "--state-dir", sd).stdout
     # the config seeds only new devices: a disabled device stays disabled across restarts
     async with running(make_config(tmp_state_dir)) as gw:
         assert gw.registry.get("hr-1") is not None

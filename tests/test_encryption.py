@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gateway.devices import DeviceRegistry
 from gateway.errors import StateError
 from gateway.outbox.store import OutboxStore, open_outbox
 from gateway.pki.ca import SitePki
@@ -98,6 +99,7 @@ async def plant(cfg: Any, seq: int = 1) -> None:
         assert status == 200
         assert [r["status"] for r in body["results"]] == ["committed", "committed", "quarantined"]
         await wait_until(lambda: gw.local.count()[0] >= 1 and gw.local.count()[1] >= ECG.size, what="history")
+        gw.registry.set_enabled("cgm-1", False, f"worn by {SENTINEL}")  # an operator's free-text note
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +122,7 @@ async def test_encryption_off_the_scan_finds_every_sentinel(tmp_state_dir: Path)
     # the scan sees the plaintext where it is: SQLite and CBOR keep float64 big-endian, samples little-endian
     assert {"string", "float64 be", "ecg int32"} <= set(found), found
     assert set(found["float64 be"]) == {"outbox.db", "history.db"}
+    assert "registry.db" in found["string"]
 
 
 async def test_encrypted_state_holds_no_sentinel_and_reads_back(
@@ -134,6 +137,11 @@ async def test_encrypted_state_holds_no_sentinel_and_reads_back(
         assert SENTINEL not in text and str(VALUE) not in text, text
     assert "INSECURE" in caplog.text  # the key beside the data is warned about
     # the data is all there, decrypted with the state directory's key
+    reg = DeviceRegistry.open(tmp_state_dir)
+    try:
+        assert reg.get("cgm-1").note == f"worn by {SENTINEL}"  # type: ignore[union-attr]
+    finally:
+        reg.close()
     with History(tmp_state_dir) as h:
         assert [r.value for r in h.readings("hr-1")] == [VALUE]
         (w,) = h.waveforms("ecg-1")

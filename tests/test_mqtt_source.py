@@ -15,6 +15,7 @@ import aiomqtt
 import cbor2
 import pytest
 
+from gateway.outbox.housekeeping import BudgetVerdict
 from gateway.pipeline import Gateway
 from tests.gw import make_config, running, wait_until
 from tests.mqttgw import (
@@ -214,6 +215,9 @@ async def test_backpressure_holds_messages_unacknowledged(tmp_path: Path, mosqui
     state = tmp_path / "state"
     async with running(_config(state, mosquitto_private)) as gw:
         await _connected(gw)
+        # keep housekeeping (every second) from lifting the back-pressure while the test holds it
+        real_pass = gw.housekeeper.run_once
+        gw.housekeeper.run_once = lambda: BudgetVerdict(0, 1, "test: disk budget reached")  # type: ignore[method-assign]
         gw.committer.set_backpressure("test: disk budget reached")
         async with device_client(mosquitto_private, "dev-bp") as dev:
             for seq in range(10):
@@ -223,6 +227,7 @@ async def test_backpressure_holds_messages_unacknowledged(tmp_path: Path, mosqui
         await asyncio.sleep(0.5)
         assert mqtt_count(gw, "committed") == 0 and committed_keys(state) == []
         assert "bp" not in {a["boot"] for a in await _acks_or_none(mosquitto_private, "g5-a")}
+        gw.housekeeper.run_once = real_pass  # type: ignore[method-assign]
         gw.committer.set_backpressure(None)
         await wait_until(lambda: mqtt_count(gw, "committed") == 10, what="commit after back-pressure")
         await _wait_watermark(mosquitto_private, "g5-a", "bp", 9)

@@ -203,7 +203,14 @@ def test_cli_issues_everything_and_prints_paths_only(
     broker = tmp_path / "broker"
     rc, out, _ = run_cli(capsys, "pki", "mosquitto-config", *sd, "--out", str(broker), "--gateway-name", "edge-1")
     assert rc == 0 and f"mosquitto -c {broker / 'mosquitto.conf'}" in out
-    assert sorted(p.name for p in broker.iterdir()) == ["acl", "ca.crt", "mosquitto.conf", "server.crt", "server.key"]
+    assert sorted(p.name for p in broker.iterdir()) == [
+        "acl",
+        "ca.crt",
+        "crl.pem",
+        "mosquitto.conf",
+        "server.crt",
+        "server.key",
+    ]
     assert mode(broker / "server.key") == 0o600
     assert "user ds4h-gateway:edge-1\n" in (broker / "acl").read_text()
     # re-issuing replaces (rotation) and says so
@@ -306,9 +313,12 @@ def test_deploy_templates_are_the_writers_templates(pki: SitePki, tmp_path: Path
         "cafile": f"{out}/ca.crt",
         "certfile": f"{out}/server.crt",
         "keyfile": f"{out}/server.key",
+        "crlfile": f"{out}/crl.pem",
+        "pid_file": f"{out}/mosquitto.pid",
     }
     assert files.conf.read_text() == string.Template(conf_t).substitute(values)
-    assert files.acl.read_text() == string.Template(acl_t).substitute(gateway_name="edge-1")
+    assert files.acl.read_text() == string.Template(acl_t).substitute(gateway_name="edge-1", revoked="# (none)\n")
+    assert files.crl.exists()
 
 
 def test_broker_config_content(pki: SitePki, tmp_path: Path) -> None:
@@ -334,6 +344,7 @@ def test_broker_config_content(pki: SitePki, tmp_path: Path) -> None:
         "max_inflight_messages": "1000",
         "persistent_client_expiration": "7d",
         "protocol": "mqtt",
+        "crlfile": str(files.crl),
     }.items():
         assert opts.get(key) == value, key
     repeated = {k for k in (line.split()[0] for line in lines) if [x.split()[0] for x in lines].count(k) > 1}

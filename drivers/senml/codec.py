@@ -215,14 +215,15 @@ def _kind(payload: bytes, content_type: str | None) -> str:
 
 
 def unwrap_signed(payload: bytes) -> bytes:
-    """The hook for signed payloads (COSE_Sign1, CBOR tag 18): return the verified inner SenML pack.
+    """Signed payloads (COSE_Sign1, CBOR tag 18) are not decoded here: this decoder has no keys.
 
-    Signed SenML arrives with the device trust feature, which replaces this function's body with
-    verification against the device's registered key. Until then every signed payload is refused.
+    The MQTT source verifies a device's COSE_Sign1 first (``drivers.senml.cose``, ``gateway.mqtt.devsig``)
+    and hands the inner SenML CBOR to :func:`decode_pack`; a COSE payload reaching the decoder itself
+    (e.g. ``ds4h-gateway decode``, or one signed message nested in another) is refused.
     """
     raise PayloadError(
-        "payload is a signed COSE_Sign1 message (CBOR tag 18); signed SenML payloads are accepted once the "
-        "device trust feature is in place — publish the unsigned pack for now",
+        "payload is a signed COSE_Sign1 message (CBOR tag 18): the SenML decoder does not verify signatures "
+        "(the MQTT source verifies device-signed frames before decoding them, docs/mqtt.md)",
         reason="signed_payload_unsupported",
     )
 

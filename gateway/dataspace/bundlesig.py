@@ -27,7 +27,7 @@ import cbor2
 
 from gateway.errors import ProvenanceError
 from gateway.provenance.cose import ALG_ED25519, ALG_EDDSA, decode_exact, sign1_with, verify1
-from gateway.provenance.envelope import _key_for_kid
+from gateway.provenance.didkey import key_for_kid
 
 SIG_TYPE = "ds4h-bundle-sig/v1"
 ENVELOPE_SYSTEM = "urn:ds4h:envelope"
@@ -116,7 +116,7 @@ def _verify(bundle: Any, expected_did: str | None, r: BundleReport) -> None:
     if sig.get("sigFormat") != "application/cose":
         raise ProvenanceError("Provenance.signature[0].sigFormat is not application/cose")
     cose = base64.b64decode(sig["data"], validate=True)
-    payload, kid = verify1(cose, _key_for_kid, allowed_algs=(ALG_EDDSA, ALG_ED25519))
+    payload, kid = verify1(cose, key_for_kid, allowed_algs=(ALG_EDDSA, ALG_ED25519))
     did = kid.decode()
     r.did = did
     obj = decode_exact(payload, "bundle signature payload")

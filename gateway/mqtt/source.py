@@ -5,6 +5,10 @@ is decoded, its good frames committed and its bad ones quarantined in one outbox
 then is every message of the chunk acknowledged (PUBACK) and every frame settled in the device's ack
 watermark. A chunk that cannot be committed (back-pressure, a failing disk) is retried, never acked.
 Acks of a connection that has been lost are dropped: the broker redelivers those messages.
+
+Device-signed frames (COSE_Sign1, :mod:`gateway.mqtt.devsig`) are parsed and matched to the device's
+registered key per message, then verified per chunk (one worker-thread call for all its signatures),
+then checked for replay in arrival order, before the frames are decoded and committed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +30,19 @@ import cbor2
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 
+from drivers.senml.codec import SENML_CBOR
+from drivers.senml.cose import Sign1, external_aad, looks_signed, parse_sign1
 from drivers.senml.profile import Frame, decode_frame, read_header
 from gateway.backoff import backoff_delay
 from gateway.clock import ClockMonitor
 from gateway.config import MqttSection
-from gateway.devices import DeviceRegistry
-from gateway.errors import BackpressureError, OutboxError, PayloadError, ShuttingDownError
+from gateway.devices import Device, DeviceRegistry
+from gateway.errors import BackpressureError, GatewayError, OutboxError, PayloadError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, SourceKey, TimeQuality
 from gateway.mqtt.acks import AckTracker
 from gateway.mqtt.connection import V5, V311, build_client, disconnected, paho_client, tls_context
+from gateway.mqtt.devsig import INLINE_MAX, SPLIT_MIN, DeviceKeys, ReplayGuard, VerifyJob, verify_all
 from gateway.mqtt.fastpublish import Publish
 from gateway.mqtt.topics import (
     READINGS_FILTER,
@@ -55,7 +63,19 @@ CHUNK_MAX = 2000
 CHUNK_BYTES = 256 * 1024
 """…and about this much payload (ECG frames: one commit stays a few tens of thousands of samples)."""
 MAX_CHUNKS_IN_FLIGHT = 4
+REPLAY_STATE_KEY = "mqtt_replay"
+"""The device registry's driver_state key holding a device's replay-guard state."""
+REPLAY_SAVE_S = 2.0
+"""The replay state is saved at most this often (after a commit) and when the source stops."""
 _UNCORRECTED = int(TimeQuality.DEVICE_UNCORRECTED)
+_SETTLES_UNSIGNED = frozenset({"too_large", "unknown_device", "disabled_device", "decoder_error"})
+"""Rejections before any signature check whose (unsigned) header may still settle the ack watermark."""
+_NO_SETTLE = frozenset({"replay", "stale"})
+"""Verified but refused: an old frame must not move the watermark."""
+_REPLAY_DETAIL = {
+    "replay": "device {} boot {} seq {}: below the boot's signed 'unacked' floor (the device freed it)",
+    "stale": "device {} boot {} seq {}: a retired boot, or too far below the boot's highest seq",
+}
 _UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 CONNACK 'unacceptable protocol version', v5 0x84
 
 
@@ -69,6 +89,20 @@ class _Msg:
     payload: bytes
     content_type: str | None
     generation: int
+    dup: bool = False
+    """MQTT DUP flag: the broker delivered this message to the gateway before (not acknowledged then)."""
+
+
+@dataclass(slots=True)
+class _Admitted:
+    """A message past the registry and signature-header checks, waiting for its chunk's verification."""
+
+    index: int
+    device_id: str
+    msg: _Msg
+    device: Device
+    sign1: Sign1 | None
+    job: VerifyJob | None = None
 
 
 @dataclass(slots=True)
@@ -110,6 +144,15 @@ class MqttSource:
         self.last_error: str | None = None
         self.connected_since_ns = 0
         """When the current (or last) connection was made, ns since the epoch."""
+        self._keys = DeviceKeys()
+        self.replay = ReplayGuard(cfg.replay_window, cfg.boot_grace_s)
+        now = time.monotonic()
+        for device_id, text in registry.driver_states(REPLAY_STATE_KEY).items():
+            self.replay.restore(device_id, text, now)
+        self._replay_saved = now
+        self._verifier: ThreadPoolExecutor | None = None
+        self._turn: asyncio.Future[None] | None = None
+        """Done when the previous chunk has passed its replay checks (they run in arrival order)."""
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -119,6 +162,14 @@ class MqttSource:
 
     async def run(self) -> None:
         tls = tls_context(self._cfg, self._state_dir)
+        self._verifier = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mqtt-verify")
+        try:
+            await self._run(tls)
+        finally:
+            self._verifier.shutdown(wait=False, cancel_futures=True)
+            self._save_replay(force=True)
+
+    async def _run(self, tls: Any) -> None:
         attempt = 0
         while not self._stopping.is_set():
             try:
@@ -257,17 +308,18 @@ class MqttSource:
         if props is not None:
             ctype = getattr(props, "ContentType", None)
         payload = m.payload if type(m.payload) is bytes else bytes(m.payload)
-        self._inbox.append(_Msg(m.mid, m.qos, m.topic, payload, ctype, self._generation))
+        self._inbox.append(_Msg(m.mid, m.qos, m.topic, payload, ctype, self._generation, bool(m.dup)))
         self._ready.set()
 
     async def _handle(self, client: aiomqtt.Client, gen: int, msgs: list[_Msg], down: asyncio.Future[str]) -> None:
         received_ns = time.time_ns()
         synced = self._clock.synced()
-        self._registry.refresh()
+        self._registry.refresh(max_age_s=0.0)  # one PRAGMA per chunk: a revocation applies to the next chunk
         batches: list[Batch] = []
         settle: list[_Settle | None] = []
         quarantined: list[QuarantineRecord] = []
         q_settle: list[_Settle] = []
+        admitted: list[_Admitted] = []
         for i, m in enumerate(msgs):
             parsed = parse_device_topic(m.topic)
             if parsed is None:
@@ -278,20 +330,57 @@ class MqttSource:
                 self._device_status(device_id, m.payload)
                 continue
             try:
-                outcome = self._decode(device_id, m, received_ns + i, synced)
-            except Exception as e:  # a decoder bug must not stop the source: quarantine, log the type only
-                log.error("mqtt: decoding a frame of %s failed unexpectedly (%s)", device_id, type(e).__name__)
-                outcome = QuarantineRecord.of("decoder_error", type(e).__name__, device_id, m.payload)
-            if isinstance(outcome, QuarantineRecord):
-                quarantined.append(outcome)
-                hdr = read_header(m.payload, m.content_type)
-                if hdr is not None:
-                    q_settle.append(_Settle(device_id, *hdr))
+                adm = self._admit(i, device_id, m)
+            except Exception as e:  # a bug must not stop the source: quarantine, log the type only
+                log.error("mqtt: checking a frame of %s failed unexpectedly (%s)", device_id, type(e).__name__)
+                adm = QuarantineRecord.of("decoder_error", type(e).__name__, device_id, m.payload)
+            if isinstance(adm, QuarantineRecord):
+                quarantined.append(adm)
+                known = self._registry.cached(device_id)
+                if adm.reason in _SETTLES_UNSIGNED and not (known is not None and known.require_signature):
+                    # an unauthenticated header may move the watermark only of a device that does not sign
+                    hdr = read_header(m.payload, m.content_type)
+                    if hdr is not None:
+                        q_settle.append(_Settle(device_id, *hdr))
                 continue
-            batch, st = outcome
-            batches.append(batch)
-            settle.append(st)
+            admitted.append(adm)
+        prev, mine = self._turn, asyncio.get_running_loop().create_future()
+        self._turn = mine  # taken before the first await: the order chunks arrived in
+        try:
+            valid = await self._verify([a.job for a in admitted if a.job is not None])
+            if prev is not None:
+                await prev  # replay checks in arrival order, whichever chunk's verification finished first
+            now = time.monotonic()
+            results_iter = iter(valid)
+            for a in admitted:
+                if a.job is not None and not next(results_iter):
+                    quarantined.append(
+                        QuarantineRecord.of(
+                            "signature_invalid",
+                            f"COSE_Sign1 signature does not verify for device {a.device_id}",
+                            a.device_id,
+                            a.msg.payload,
+                        )
+                    )
+                    continue
+                outcome = self._decode_admitted(a, received_ns + a.index, synced, now)
+                if isinstance(outcome, QuarantineRecord):
+                    quarantined.append(outcome)
+                    if outcome.reason not in _NO_SETTLE:
+                        payload, ctype = self._inner(a)
+                        hdr = read_header(payload, ctype)
+                        if hdr is not None:
+                            q_settle.append(_Settle(a.device_id, *hdr))
+                    continue
+                batch, st = outcome
+                batches.append(batch)
+                settle.append(st)
+        finally:
+            mine.set_result(None)
+            if self._turn is mine:
+                self._turn = None
         results = await self._commit(batches, quarantined, down)
+        self._save_replay()
         if results is None:
             return  # stopping or disconnected: nothing acked, the broker keeps the messages
         n_new = sum(1 for r in results if r is CommitResult.COMMITTED)
@@ -312,9 +401,8 @@ class MqttSource:
             if m.qos:
                 inner.ack(m.mid, m.qos)
 
-    def _decode(
-        self, device_id: str, m: _Msg, received_ns: int, synced: bool
-    ) -> QuarantineRecord | tuple[Batch, _Settle | None]:
+    def _admit(self, index: int, device_id: str, m: _Msg) -> QuarantineRecord | _Admitted:
+        """Size, registry and signature-header checks (no signature verified yet)."""
         payload = m.payload
         if len(payload) > self._cfg.max_payload_bytes:
             return QuarantineRecord.of(
@@ -326,20 +414,72 @@ class MqttSource:
         device = self._registry.cached(device_id)
         if device is None:
             return QuarantineRecord.of("unknown_device", f"device {device_id} is not registered", device_id, payload)
+        if device.revoked:
+            return QuarantineRecord.of("revoked", f"device {device_id}'s certificate is revoked", device_id, payload)
         if not device.enabled:
             return QuarantineRecord.of("disabled_device", f"device {device_id} is disabled", device_id, payload)
+        if not payload or not looks_signed(payload, m.content_type):
+            if device.require_signature:
+                return QuarantineRecord.of(
+                    "signature_missing", f"device {device_id} must sign its frames (COSE_Sign1)", device_id, payload
+                )
+            return _Admitted(index, device_id, m, device, None)
+        try:
+            sign1 = parse_sign1(payload, m.content_type)
+            job = self._keys.job(sign1, device.public_key, device_id, external_aad(m.topic))
+        except PayloadError as e:
+            return QuarantineRecord.of(e.reason, str(e), device_id, payload)
+        return _Admitted(index, device_id, m, device, sign1, job)
+
+    async def _verify(self, jobs: list[VerifyJob]) -> list[bool]:
+        """Every signature of a chunk: on the event loop for a few, else on the two worker threads."""
+        if not jobs:
+            return []
+        if len(jobs) <= INLINE_MAX or self._verifier is None:
+            valid = verify_all(jobs)
+        else:  # both workers on one chunk: with the broker's in-flight window a chunk is often all there is
+            loop = asyncio.get_running_loop()
+            half = (len(jobs) + 1) // 2 if len(jobs) >= SPLIT_MIN else len(jobs)
+            parts = [jobs[:half], jobs[half:]] if half < len(jobs) else [jobs]
+            done = await asyncio.gather(*(loop.run_in_executor(self._verifier, verify_all, p) for p in parts))
+            valid = [ok for part in done for ok in part]
+        self._metrics.mqtt_signatures.labels(outcome="valid").inc(sum(valid))
+        self._metrics.mqtt_signatures.labels(outcome="invalid").inc(len(valid) - sum(valid))
+        return valid
+
+    @staticmethod
+    def _inner(a: _Admitted) -> tuple[bytes, str | None]:
+        """The SenML payload and its content type: a signed frame's payload is always SenML CBOR."""
+        if a.sign1 is not None:
+            return a.sign1.payload, SENML_CBOR
+        return a.msg.payload, a.msg.content_type
+
+    def _decode_admitted(
+        self, a: _Admitted, received_ns: int, synced: bool, now: float
+    ) -> QuarantineRecord | tuple[Batch, _Settle | None]:
+        device_id, device = a.device_id, a.device
+        payload, ctype = self._inner(a)
         try:
             frame = decode_frame(
                 payload,
-                m.content_type,
+                ctype,
                 device_id,
                 received_ns,
                 gateway_synced=synced,
                 max_ahead_s=self._cfg.max_ahead_s,
             )
+            if a.sign1 is not None:
+                if frame.boot is None or frame.seq is None:
+                    raise PayloadError(
+                        "a signed frame must carry 'boot' and 'seq' (replay protection)", "missing_sequence"
+                    )
+                if not a.msg.dup:
+                    why = self.replay.check(device_id, frame.boot, frame.seq, frame.unacked, now)
+                    if why is not None:
+                        raise PayloadError(_REPLAY_DETAIL[why].format(device_id, frame.boot, frame.seq), why)
             key, st = self._key(device_id, device.kind, frame, payload)
         except PayloadError as e:
-            return QuarantineRecord.of(e.reason, str(e), device_id, payload)
+            return QuarantineRecord.of(e.reason, str(e), device_id, a.msg.payload)
         batch = Batch(
             key=key,
             received_ns=received_ns,
@@ -392,6 +532,20 @@ class MqttSource:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 if self._stopping.is_set() or down.done():
                     return None
+
+    def _save_replay(self, force: bool = False) -> None:
+        """Persist the replay state of the devices it changed for (at most every REPLAY_SAVE_S)."""
+        now = time.monotonic()
+        if not self.replay.dirty or (not force and now - self._replay_saved < REPLAY_SAVE_S):
+            return
+        self._replay_saved = now
+        dirty, self.replay.dirty = self.replay.dirty, set()
+        states = {d: t for d in dirty if (t := self.replay.export(d, now)) is not None}
+        try:
+            self._registry.set_driver_states(REPLAY_STATE_KEY, states)
+        except GatewayError as e:
+            self.replay.dirty |= dirty
+            log.warning("mqtt: could not save the replay state: %s", e)
 
     def _device_status(self, device_id: str, payload: bytes) -> None:
         try:

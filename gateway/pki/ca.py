@@ -7,6 +7,8 @@ ECDSA-SHA256, certificates X.509 v3. Files under ``<state_dir>/pki/``:
     server.key  server.crt            the MQTT broker (serverAuth, SAN = its host names / addresses)
     gateway.key  gateway.crt          the gateway's MQTT client certificate (CN ``ds4h-gateway:NAME``)
     devices/<device_id>.key  .crt     one per device (CN = the canonical device id)
+    devices/<device_id>.signing.key   the device's Ed25519 payload-signing key (``--signing-key``)
+    crl.pem                           the CRL of revoked device certificates (``pki revoke``)
 
 Keys are unencrypted PKCS#8 PEM written atomically with mode 0600 (a private temporary file renamed
 into place), never printed and never logged. Certificates are 0644.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.errors import GatewayError
@@ -194,6 +196,7 @@ class SitePki:
         self.gateway_key = self.root / "gateway.key"
         self.gateway_cert = self.root / "gateway.crt"
         self.devices_dir = self.root / "devices"
+        self.crl = self.root / "crl.pem"
 
     def __repr__(self) -> str:
         return f"SitePki({str(self.root)!r})"
@@ -202,6 +205,25 @@ class SitePki:
         """(certificate, key) paths of a device."""
         check_device_id(device_id)
         return self.devices_dir / f"{device_id}.crt", self.devices_dir / f"{device_id}.key"
+
+    def signing_key_file(self, device_id: str) -> Path:
+        """Where a device's Ed25519 payload-signing key is kept (next to its certificate)."""
+        check_device_id(device_id)
+        return self.devices_dir / f"{device_id}.signing.key"
+
+    def issue_signing_key(self, device_id: str) -> tuple[Path, str, bool]:
+        """A new Ed25519 key pair for a device's payload signatures: (key path, did:key, replaced)."""
+        from gateway.provenance.didkey import did_key_from_public
+
+        path = self.signing_key_file(device_id)
+        _mkdir(self.devices_dir, 0o700)
+        key = ed25519.Ed25519PrivateKey.generate()
+        replaced = path.exists()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        atomic_write(path, pem, 0o600)
+        return path, did_key_from_public(key.public_key().public_bytes_raw()), replaced
 
     def has_ca(self) -> bool:
         return self.ca_cert.exists() or self.ca_key.exists()
@@ -380,12 +402,80 @@ class SitePki:
         atomic_write(cert_path, _cert_pem(cert), 0o644)
         return Issued(cert_path, key_path, cn, cert.not_valid_after_utc, replaced)
 
+    # --- revocation ------------------------------------------------------------------------------
+    def revoked_serials(self) -> dict[int, dt.datetime]:
+        """Serial numbers in the CRL and their revocation dates (empty without a CRL)."""
+        try:
+            crl = x509.load_pem_x509_crl(self.crl.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise PkiError(f"{self.crl}: not a readable PEM CRL ({e})") from e
+        return {r.serial_number: r.revocation_date_utc for r in crl}
+
+    def write_crl(self, add: Iterable[int] = ()) -> Path:
+        """(Re)sign the CRL with ``add`` revoked too. Valid until the CA expires: an expired CRL makes
+        the broker refuse every client, so it must never lapse while the CA is in use."""
+        ca_key, ca_cert = self.load_ca()
+        entries = self.revoked_serials()
+        now = dt.datetime.now(dt.UTC)
+        for serial in add:
+            entries.setdefault(serial, now)
+        number = 1
+        with contextlib.suppress(FileNotFoundError, ValueError, x509.ExtensionNotFound):
+            old = x509.load_pem_x509_crl(self.crl.read_bytes())
+            number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        b = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - BACKDATE)
+            .next_update(ca_cert.not_valid_after_utc)
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        )
+        for serial, when in sorted(entries.items()):
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+            )
+        atomic_write(self.crl, b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
+        return self.crl
+
+    def ensure_crl(self) -> Path:
+        if not self.crl.exists():
+            self.write_crl()
+        return self.crl
+
+    def revoke_device(self, device_id: str) -> tuple[int, bool]:
+        """Put the device's current certificate in the CRL: (its serial, whether it was already there)."""
+        cert_path, _ = self.device_files(device_id)
+        try:
+            serial = load_certificate(cert_path).serial_number
+        except FileNotFoundError as e:
+            raise PkiError(f"device {device_id} has no certificate in {self.devices_dir}") from e
+        already = serial in self.revoked_serials()
+        self.write_crl([serial])
+        return serial, already
+
+    def revoked_devices(self) -> list[str]:
+        """Devices whose current certificate is in the CRL (what the broker's ACL denies everything)."""
+        revoked = self.revoked_serials()
+        if not revoked or not self.devices_dir.exists():
+            return []
+        out = []
+        for cert_path in sorted(self.devices_dir.glob("*.crt")):
+            with contextlib.suppress(PkiError, OSError):
+                if load_certificate(cert_path).serial_number in revoked:
+                    out.append(cert_path.stem)
+        return out
+
     # --- provisioning ----------------------------------------------------------------------------
-    def copy_out(self, issued: Issued, out_dir: Path) -> list[Path]:
-        """Copy a certificate, its key (0600) and ``ca.crt`` into ``out_dir`` (for provisioning a device)."""
+    def copy_out(self, issued: Issued, out_dir: Path, extra: Iterable[Path] = ()) -> list[Path]:
+        """Copy a certificate, its key (0600), ``ca.crt`` and ``extra`` keys (0600) into ``out_dir``."""
         _mkdir(out_dir, 0o700)
         return [
             copy_file(issued.cert, out_dir / issued.cert.name, 0o644),
             copy_file(issued.key, out_dir / issued.key.name, 0o600),
             copy_file(self.ca_cert, out_dir / self.ca_cert.name, 0o644),
+            *(copy_file(p, out_dir / p.name, 0o600) for p in extra),
         ]

@@ -8,15 +8,20 @@ writes both templates into DIR).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import os
 import pwd
 import re
+import signal
 import string
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.model import check_device_id
 from gateway.pki import (
     DEFAULT_BIND,
     DEFAULT_GATEWAY_NAME,
@@ -29,6 +34,10 @@ from gateway.pki.ca import SitePki, atomic_write, check_gateway_name, copy_file
 
 CONF_NAME = "mosquitto.conf"
 ACL_NAME = "acl"
+CRL_NAME = "crl.pem"
+PID_NAME = "mosquitto.pid"
+BROKERS_NAME = "brokers.json"
+"""In ``<state_dir>/pki``: the broker directories ``mosquitto-config`` wrote, which ``revoke`` updates."""
 
 MOSQUITTO_CONF_TEMPLATE = """\
 # Mosquitto 2.0 configuration for ds4h-gateway sites: 5G/MQTT devices and the gateway authenticate
@@ -37,7 +46,10 @@ MOSQUITTO_CONF_TEMPLATE = """\
 #
 # Written by `ds4h-gateway pki mosquitto-config --out DIR` from the template in
 # deploy/mosquitto/mosquitto.conf (its placeholders filled in), together with DIR/acl and copies of
-# ca.crt, server.crt and server.key (0600). Run: `mosquitto -c DIR/mosquitto.conf`. See docs/pki.md.
+# ca.crt, server.crt and server.key (0600) and the CRL. Run: `mosquitto -c DIR/mosquitto.conf`. See docs/pki.md.
+
+# `ds4h-gateway pki revoke` sends SIGHUP to the pid written here, after it rewrote crl.pem and acl.
+pid_file ${pid_file}
 
 # Started as root, the broker drops privileges to this user; it must be able to read server.key
 # and to write the persistence directory.
@@ -86,6 +98,10 @@ use_identity_as_username true
 # (and, with a clean start, wipe) the gateway's persistent session or another device's connection.
 use_username_as_clientid true
 tls_version tlsv1.2
+# Revoked device certificates (`ds4h-gateway pki revoke`). Read at start and again on SIGHUP (checked
+# with Mosquitto 2.0.11): a revoked device cannot connect any more. Existing connections stay up: the
+# ACL below denies a revoked device everything, so it is disconnected at its next publish.
+crlfile ${crlfile}
 """
 
 ACL_TEMPLATE = """\
@@ -105,6 +121,11 @@ topic read ds4h/v1/devices/+/readings
 topic read ds4h/v1/devices/+/status
 topic write ds4h/v1/devices/+/ack
 topic readwrite ds4h/v1/gateway/#
+
+# Revoked devices (`ds4h-gateway pki revoke`): denied everything. Once the broker has reloaded this file
+# (SIGHUP), a revoked device that is still connected receives nothing and its next publish gets
+# "not authorized", upon which Mosquitto closes the connection.
+${revoked}
 """
 
 _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -121,6 +142,7 @@ class BrokerFiles:
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    crl: Path
     issued_server_cert: bool
     """True when the broker certificate did not exist and was issued (default hosts) on the way."""
     key_owner: str | None
@@ -170,11 +192,17 @@ def render_mosquitto_conf(
         cafile=f"{d}/ca.crt",
         certfile=f"{d}/server.crt",
         keyfile=f"{d}/server.key",
+        crlfile=f"{d}/{CRL_NAME}",
+        pid_file=f"{d}/{PID_NAME}",
     )
 
 
-def render_acl(gateway_name: str = DEFAULT_GATEWAY_NAME) -> str:
-    return string.Template(ACL_TEMPLATE).substitute(gateway_name=check_gateway_name(gateway_name))
+def render_acl(gateway_name: str = DEFAULT_GATEWAY_NAME, revoked: Iterable[str] = ()) -> str:
+    """The ACL; ``revoked`` device ids get a ``topic deny #`` section each."""
+    sections = [f"user {check_device_id(d)}\ntopic deny #\n" for d in sorted(set(revoked))]
+    return string.Template(ACL_TEMPLATE).substitute(
+        gateway_name=check_gateway_name(gateway_name), revoked="\n".join(sections) or "# (none)\n"
+    )
 
 
 def _key_owner(user: str) -> tuple[tuple[int, int] | None, str | None]:
@@ -206,7 +234,7 @@ def write_mosquitto_config(
     """
     out_dir = Path(out_dir).absolute()
     conf = render_mosquitto_conf(config_dir=out_dir, port=port, bind=bind, persistence_dir=persistence_dir, user=user)
-    acl = render_acl(gateway_name)
+    acl = render_acl(gateway_name, pki.revoked_devices())
     owner, key_owner = _key_owner(user)
     pki.load_ca()  # fails early, with the "run pki init" message, when there is no CA
     issued = False
@@ -224,12 +252,70 @@ def write_mosquitto_config(
         ca_cert=copy_file(pki.ca_cert, out_dir / "ca.crt", 0o644),
         server_cert=copy_file(pki.server_cert, out_dir / "server.crt", 0o644),
         server_key=copy_file(pki.server_key, out_dir / "server.key", 0o600, owner),
+        crl=copy_file(pki.ensure_crl(), out_dir / CRL_NAME, 0o644),
         issued_server_cert=issued,
         key_owner=key_owner,
     )
     atomic_write(files.acl, acl.encode(), 0o644)
     atomic_write(files.conf, conf.encode(), 0o644)
+    _remember(pki, out_dir, gateway_name)
     return files
+
+
+# --- keeping brokers in step with revocations ------------------------------------------------------
+def _brokers(pki: SitePki) -> dict[str, str]:
+    """Broker config directory → the gateway name its ACL was written for."""
+    try:
+        doc = json.loads((pki.root / BROKERS_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise PkiError(f"{pki.root / BROKERS_NAME}: unreadable ({e})") from e
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+
+def _remember(pki: SitePki, out_dir: Path, gateway_name: str) -> None:
+    brokers = _brokers(pki)
+    brokers[str(out_dir)] = gateway_name
+    atomic_write(pki.root / BROKERS_NAME, json.dumps(brokers, indent=1).encode(), 0o600)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUpdate:
+    config_dir: Path
+    reloaded_pid: int | None
+    """The broker process sent SIGHUP, None when none was found running (then reload it yourself)."""
+
+
+def update_brokers(pki: SitePki, *, reload: bool = True) -> list[BrokerUpdate]:
+    """Copy the CRL and re-render the ACL (revoked devices denied) into every broker directory
+    ``mosquitto-config`` wrote, then send each running broker SIGHUP (Mosquitto re-reads both)."""
+    revoked = pki.revoked_devices()
+    out = []
+    for d, gateway_name in sorted(_brokers(pki).items()):
+        config_dir = Path(d)
+        if not (config_dir / CONF_NAME).exists():
+            continue
+        copy_file(pki.ensure_crl(), config_dir / CRL_NAME, 0o644)
+        atomic_write(config_dir / ACL_NAME, render_acl(gateway_name, revoked).encode(), 0o644)
+        out.append(BrokerUpdate(config_dir, _sighup(config_dir / PID_NAME) if reload else None))
+    return out
+
+
+def _sighup(pid_file: Path) -> int | None:
+    """SIGHUP to the mosquitto whose pid ``pid_file`` holds; None if it is not running or not ours to signal."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    with contextlib.suppress(OSError):
+        if b"mosquitto" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None  # a stale pid file: the number now belongs to another process
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except (ProcessLookupError, PermissionError):  # gone, or not ours to signal: the caller says to reload
+        return None
+    return pid
 
 
 def write_templates(out_dir: Path) -> list[Path]:

@@ -6,6 +6,8 @@ varint of the multicodec ``ed25519-pub`` (0xED). Every Ed25519 did:key starts wi
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from gateway.errors import ProvenanceError
 
 DID_KEY_PREFIX = "did:key:z"
@@ -73,3 +75,20 @@ def public_from_did_key(did: str) -> bytes:
     if not raw.startswith(ED25519_PUB_MULTICODEC):
         raise ProvenanceError(f"did:key {did!r}: multicodec prefix {raw[:2].hex()} is not ed01 (ed25519-pub)")
     return raw[len(ED25519_PUB_MULTICODEC) :]
+
+
+def public_key_of(did: str) -> Ed25519PublicKey:
+    """The Ed25519 public key a did:key names; :class:`ProvenanceError` when it names none."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(public_from_did_key(did))
+    except ValueError as e:
+        raise ProvenanceError(f"{did!r:.80}: not a usable Ed25519 key: {e}") from e
+
+
+def key_for_kid(kid: bytes) -> Ed25519PublicKey:
+    """The key a COSE ``kid`` holding a did:key (UTF-8) names: the verifier takes the key from the kid."""
+    try:
+        did = kid.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProvenanceError(f"kid {kid!r:.80} is not UTF-8 did:key text") from e
+    return public_key_of(did)

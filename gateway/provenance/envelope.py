@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.batchcodec import decode_batch
 from gateway.errors import PayloadError, ProvenanceError
 from gateway.model import Batch
 from gateway.provenance.cose import ALG_ED25519, ALG_EDDSA, decode_exact, sign1_with, verify1
-from gateway.provenance.didkey import public_from_did_key
+from gateway.provenance.didkey import key_for_kid
 from gateway.provenance.identity import GatewayIdentity
 
 ENVELOPE_VERSION = 1
@@ -101,17 +100,6 @@ def build_envelope(
     return sign1_with(payload, identity.sign, identity.did.encode(), ALG_EDDSA)
 
 
-def _key_for_kid(kid: bytes) -> Ed25519PublicKey:
-    try:
-        did = kid.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ProvenanceError(f"envelope kid {kid!r:.80} is not UTF-8 did:key text") from e
-    try:
-        return Ed25519PublicKey.from_public_bytes(public_from_did_key(did))
-    except ValueError as e:
-        raise ProvenanceError(f"envelope kid {did!r:.80}: not a usable Ed25519 key: {e}") from e
-
-
 def _parse_payload(payload: bytes) -> Mapping[str, Any]:
     obj = decode_exact(payload, "envelope payload")
     if not isinstance(obj, Mapping) or set(obj) != _KEYS:
@@ -139,7 +127,7 @@ def open_envelope(cose_bytes: bytes, expected_did: str | None = None) -> Envelop
     The signature is verified with the key inside the kid's did:key; the kid must equal the
     payload's ``gw`` and, when given, ``expected_did``.
     """
-    payload, kid = verify1(cose_bytes, _key_for_kid, allowed_algs=(ALG_EDDSA, ALG_ED25519))
+    payload, kid = verify1(cose_bytes, key_for_kid, allowed_algs=(ALG_EDDSA, ALG_ED25519))
     obj = _parse_payload(payload)
     did = kid.decode("utf-8")
     if obj["gw"] != did:

@@ -24,9 +24,10 @@ import cbor2
 
 from gateway.errors import ProvenanceError
 from gateway.provenance.cose import ALG_ED25519, ALG_EDDSA, decode_exact, sign1_with, verify1
+from gateway.provenance.didkey import key_for_kid
 from gateway.provenance.envelope import HASH_LEN, envelope_hash, peek_number
 from gateway.provenance.identity import GatewayIdentity
-from gateway.provenance.keyhistory import KeyHistory, _kid_key
+from gateway.provenance.keyhistory import KeyHistory
 
 MEDIA_TYPE = "application/cbor-seq"
 TRAILER_TYPE = "ds4h-trailer"
@@ -91,7 +92,7 @@ def _opt_hash(obj: Mapping[str, Any], name: str) -> bytes | None:
 
 def open_trailer(cose_bytes: bytes) -> Trailer:
     """Verify the trailer's signature (kid = gw) and fields; who must have signed it is the caller's check."""
-    payload, kid = verify1(cose_bytes, _kid_key, allowed_algs=(ALG_EDDSA, ALG_ED25519))
+    payload, kid = verify1(cose_bytes, key_for_kid, allowed_algs=(ALG_EDDSA, ALG_ED25519))
     obj = decode_exact(payload, "trailer payload")
     if not isinstance(obj, Mapping) or set(obj) != _TRAILER_KEYS or obj["typ"] != TRAILER_TYPE:
         raise ProvenanceError("not an export trailer (payload keys or typ differ)")

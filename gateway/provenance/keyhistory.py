@@ -25,11 +25,10 @@ from typing import Any
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import ProvenanceError
 from gateway.provenance.cose import ALG_ED25519, ALG_EDDSA, decode_exact, sign1_with, verify1
-from gateway.provenance.didkey import did_key_from_public, public_from_did_key
+from gateway.provenance.didkey import did_key_from_public, key_for_kid, public_key_of
 from gateway.provenance.envelope import GENESIS_PREV, HASH_LEN, envelope_hash
 from gateway.provenance.identity import GatewayIdentity
 
@@ -91,20 +90,6 @@ def build_key_record(
     return sign1_with(payload, signer.sign, signer.did.encode(), ALG_EDDSA)
 
 
-def _public(did: str) -> Ed25519PublicKey:
-    try:
-        return Ed25519PublicKey.from_public_bytes(public_from_did_key(did))
-    except ValueError as e:
-        raise ProvenanceError(f"{did!r:.80}: not a usable Ed25519 key: {e}") from e
-
-
-def _kid_key(kid: bytes) -> Ed25519PublicKey:
-    try:
-        return _public(kid.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ProvenanceError(f"kid {kid!r:.80} is not UTF-8 did:key text") from e
-
-
 def _payload(obj: Any) -> Mapping[str, Any]:
     if not isinstance(obj, Mapping) or set(obj) != _KEYS or obj.get("typ") != KEY_RECORD_TYPE:
         raise ProvenanceError("not a key record (payload keys or typ differ)")
@@ -124,7 +109,7 @@ def _payload(obj: Any) -> Mapping[str, Any]:
 
 def open_key_record(cose_bytes: bytes) -> KeyRecord:
     """Verify one record on its own: COSE signature by kid = gw, pub inside new, proof of possession."""
-    payload, kid = verify1(cose_bytes, _kid_key, allowed_algs=(ALG_EDDSA, ALG_ED25519))
+    payload, kid = verify1(cose_bytes, key_for_kid, allowed_algs=(ALG_EDDSA, ALG_ED25519))
     obj = _payload(decode_exact(payload, "key record payload"))
     k = obj["k"]
     if kid.decode("utf-8") != obj["gw"]:
@@ -132,7 +117,7 @@ def open_key_record(cose_bytes: bytes) -> KeyRecord:
     if len(obj["pub"]) != 32 or did_key_from_public(obj["pub"]) != obj["new"]:
         raise ProvenanceError(f"key record {k}: pub is not the public key of {obj['new']!r:.80}")
     try:
-        _public(obj["new"]).verify(
+        public_key_of(obj["new"]).verify(
             obj["pop"], pop_message(k, obj["prev"], obj["gw"], obj["new"], obj["from"], obj["t"])
         )
     except InvalidSignature as e:
