@@ -7,6 +7,8 @@
 - ``POST /api/v1/ble/pair`` — open the BLE pairing window, body ``{"window_s": 120}`` (token; docs/ble.md).
 - ``GET /dataspace/v1/credential`` — the gateway's Verifiable Credential as ``application/vc+jwt`` (no token:
   it is public; docs/dataspace.md). 404 when none is installed, 409 when it is no longer valid for this gateway.
+- ``GET /dataspace/v1/observations`` — the research FHIR endpoint, with ``[research] enabled`` (its own token,
+  ``<state_dir>/research.token``; registered through ``routes``, gateway/dataspace/endpoint.py, docs/consent.md).
 
 The bearer token lives in ``<state_dir>/control.token`` (0600); the URL of a running gateway in
 ``<state_dir>/control.json``.
