@@ -305,11 +305,14 @@ def add_dataspace_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     """Register ``dataspace`` and its subcommands on the top-level subparsers of ``ds4h-gateway``."""
     ds = sub.add_parser(
         "dataspace",
-        help="EDC provisioning and the gateway credential",
+        help="EDC provisioning, the gateway credential, research exports",
         description="The dataspace link (docs/dataspace.md): provision the gateway's offer in an Eclipse Dataspace "
         "Connector, list what it holds, and the gateway's Verifiable Credential.",
     )
     ds_sub = ds.add_subparsers(dest="dataspace_cmd", required=True, metavar="SUBCOMMAND")
+    from gateway.dataspace.export import add_export_parser  # the offline FHIR/CSV export (docs/consent.md)
+
+    add_export_parser(ds_sub)
     api_help = "Management API version (default [dataspace.edc] api_version)"
 
     prov = ds_sub.add_parser(

@@ -202,13 +202,3 @@ def add_patients_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     rev.add_argument("id", nargs="*", type=int)
     rev.add_argument("--patient")
     con.set_defaults(func=cmd_consent)
-
-    # `dataspace export` joins the `dataspace` group of gateway/cli_dataspace.py (registered before this module)
-    from gateway.dataspace.export import add_export_parser
-
-    ds = sub.choices.get("dataspace")
-    if ds is None:  # a build without the EDC commands: a group holding only `export`
-        ds = sub.add_parser("dataspace", help="the dataspace link", description="The dataspace link (docs/consent.md).")
-        ds.add_subparsers(dest="dataspace_cmd", required=True, metavar="SUBCOMMAND")
-    ds_sub = next(a for a in ds._actions if isinstance(a, argparse._SubParsersAction))
-    add_export_parser(ds_sub)
