@@ -366,6 +366,7 @@ step_state_key() {
         else
             new_key | systemd-creds encrypt --with-key=tpm2 --name=state-key - "$CREDSTORE/state-key"
             say change "sealed a new state key with the TPM2 in $CREDSTORE/state-key"
+            warn "that key exists only inside this board's TPM2: for a backup, seal a key you keep offline instead (docs/operate.md)"
             CHANGED=1
         fi
     else
