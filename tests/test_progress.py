@@ -227,3 +227,18 @@ def test_fleet_progress_on_a_terminal_draws_a_bar(monkeypatch: pytest.MonkeyPatc
     os.close(master)
     text = data.decode("utf-8", "replace")
     assert "[fleet] ward +0.5 min" in text and BAR in text and ANSI.search(text)
+
+
+# --- dataspace provision -------------------------------------------------------------------------
+def test_provision_on_a_terminal_draws_a_bar_above_its_lines(tmp_path: Path) -> None:
+    from tests.edc_double import EdcDouble
+    from tests.test_edc import API_KEY, init_state, write_config
+
+    state = init_state(tmp_path)
+    double = EdcDouble("v3", API_KEY)
+    with double.run_in_thread() as url:
+        config = write_config(tmp_path, state, url, api="v3")
+        status, text = run_in_pty(gateway_cli("dataspace", "provision", "--config", str(config)))
+    assert status == 0, text
+    assert "asset ward-7-observations: POST /v3/assets → 200 created" in text
+    assert BAR in text and ANSI.search(text) and "4/4" in text and "done: 3 created, 0 updated" in text
