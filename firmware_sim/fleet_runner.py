@@ -43,6 +43,7 @@ from firmware_sim.fleet_devices import (
 )
 from firmware_sim.mqtt_fleet import device_tls, ward_frame
 from firmware_sim.mqtt_loop import LoopNetwork
+from firmware_sim.progress import FleetProgress
 from firmware_sim.scenario import DeviceSpec, FaultKind, FaultSpec, G5Kind, Scenario, ScenarioError, load_scenario
 from firmware_sim.senml import Record
 from firmware_sim.ward import CgmStream, EcgStream, PatientView, Ward
@@ -164,6 +165,8 @@ class FleetRun:
         self.started = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._pending_ends: list[tuple[float, int, FaultSpec, str]] = []
+        self.display = FleetProgress(err, None, use_rich=False)
+        """Progress lines (and a bar on a terminal), replaced for each run."""
 
     def _ble_device(self, d: DeviceSpec, fast: bool) -> FleetPeripheral:
         profile = Profile(d.kind)
@@ -367,10 +370,18 @@ class FleetRun:
                 await asyncio.wait_for(stop.wait(), 0.1)
 
     async def _progress(self) -> None:
-        while True:
-            await asyncio.sleep(self.progress_s)
-            self.err.write(self.progress_line() + "\n")
-            self.err.flush()
+        if not self.display.rich:  # plain lines (a pipe, a file): what the demo and the tests read
+            while True:
+                await asyncio.sleep(self.progress_s)
+                self.display.line(self.progress_line())
+        next_line = time.monotonic() + self.progress_s
+        while True:  # a terminal: the bar moves every half second, a line every progress_s
+            await asyncio.sleep(min(0.5, self.progress_s))
+            if time.monotonic() >= next_line:
+                next_line = time.monotonic() + self.progress_s
+                self.display.line(self.progress_line())
+            else:
+                self.display.tick()
 
     def progress_line(self) -> str:
         t = self.ward.now_s()
@@ -401,6 +412,7 @@ class FleetRun:
         if peripherals:
             assert self.hub is not None
             sim = BleSimulation(peripherals, transport=f"tcp-client:{self.hub[0]}:{self.hub[1]}")
+        self.display = FleetProgress(self.err, duration_s)
         try:
             if sim is not None:
                 await sim.__aenter__()
@@ -421,9 +433,12 @@ class FleetRun:
             # settle: end the faults, stop producing, let the gateway catch up
             self._tasks[0].cancel()
             produce.set()
+            self.display.tick("settling: the gateway catches up")
             await self._settle(settle_timeout_s)
-            self.err.write(self.progress_line() + "\n")
+            self.display.tick("settled" if self.settled else "NOT settled")
+            self.display.line(self.progress_line())
         finally:
+            self.display.close()
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -514,7 +529,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="run a scenario (TOML): a ward's BLE devices on a hub and 5G devices against a broker, with faults",
         description="Run the ward described by SCENARIO: its BLE devices attached to the hub's virtual radio, "
         "its 5G devices publishing to the broker, its fault schedule applied on ward time. Prints the devices "
-        "as JSON lines first (for a gateway config), a progress line every few seconds on stderr, and at the "
+        "as JSON lines first (for a gateway config), a progress line every few seconds on stderr (with a progress "
+        "bar when stderr is a terminal), and at the "
         "end (--duration, Ctrl-C or SIGTERM) settles and writes a per-device report (see "
         "docs/simulator-fleet.md). SCENARIO is a file or the name of a shipped scenario.",
     )

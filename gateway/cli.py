@@ -123,38 +123,76 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_outbox(args: argparse.Namespace) -> int:
-    from gateway.outbox.store import OutboxStore, open_outbox
+def _print_outbox_stats(store: Any, state_dir: Path) -> None:
     from gateway.sinks.local import open_history
     from gateway.state.db import used_bytes
+
+    hist = open_history(state_dir)
+    try:
+        history_bytes = used_bytes(hist)
+    finally:
+        hist.close()
+    sinks = {}
+    for s in store.sinks():
+        depth, age = store.pending_stats(s)
+        sinks[s] = {
+            "pending_batches": depth,
+            "oldest_age_s": round(age, 3),
+            "dead_letters": len(store.dead_letters(s)),
+        }
+    _print(
+        {
+            "sinks": sinks,
+            "quarantine": store.quarantine_counts(),
+            "totals": store.totals(),
+            "disk": {"outbox_bytes": used_bytes(store.conn), "history_bytes": history_bytes},
+        }
+    )
+
+
+def _watch_backlog(store: Any, interval_s: float, timeout_s: float | None) -> bool:
+    """``outbox stats --watch``: follow the sinks' backlog until every sink has every batch (True) or
+    ``timeout_s`` passes (False). The bar counts batch deliveries: the backlog at start plus what is
+    committed meanwhile, once per sink."""
+    import time
+
+    from gateway.progress import progress
+
+    def last_id() -> int:
+        return int(store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0])
+
+    sinks = store.sinks()
+    first_id = last_id()
+    at_start = sum(store.pending_stats(s)[0] for s in sinks)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with progress("backlog", at_start, unit="batches") as bar:
+        while True:
+            pending = {s: store.pending_stats(s) for s in sinks}
+            total = at_start + (last_id() - first_id) * len(sinks)
+            left = sum(depth for depth, _ in pending.values())
+            status = ", ".join(f"{s} {depth} pending (oldest {age:.0f} s)" for s, (depth, age) in pending.items())
+            bar.update(completed=total - left, total=total, status=status)
+            if left == 0:
+                bar.update(status="every sink has every batch")
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                bar.update(status=f"{status}; gave up after {timeout_s:g} s")
+                return False
+            time.sleep(interval_s)
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from gateway.outbox.store import OutboxStore, open_outbox
 
     state_dir = _state_dir(args)
     conn = open_outbox(state_dir)
     store = OutboxStore(conn)
     try:
         if args.outbox_cmd == "stats":
-            hist = open_history(state_dir)
-            try:
-                history_bytes = used_bytes(hist)
-            finally:
-                hist.close()
-            sinks = {}
-            for s in store.sinks():
-                depth, age = store.pending_stats(s)
-                sinks[s] = {
-                    "pending_batches": depth,
-                    "oldest_age_s": round(age, 3),
-                    "dead_letters": len(store.dead_letters(s)),
-                }
-            _print(
-                {
-                    "sinks": sinks,
-                    "quarantine": store.quarantine_counts(),
-                    "totals": store.totals(),
-                    "disk": {"outbox_bytes": used_bytes(conn), "history_bytes": history_bytes},
-                }
-            )
-        elif args.outbox_cmd == "dead-letters":
+            drained = not args.watch or _watch_backlog(store, args.interval, args.timeout)
+            _print_outbox_stats(store, state_dir)
+            return 0 if drained else 1
+        if args.outbox_cmd == "dead-letters":
             _print(store.dead_letters(args.sink))
         elif args.outbox_cmd == "redrive":
             n = store.redrive(args.sink)
@@ -375,6 +413,7 @@ def _export(
     import time
 
     from gateway.outbox.store import OutboxStore, open_outbox
+    from gateway.progress import progress
     from gateway.provenance.export import write_export_file
     from gateway.provenance.keyring import load_gateway_keys
 
@@ -387,11 +426,17 @@ def _export(
             window: tuple[int, int] | None = (numbers[0], numbers[1] if numbers[1] is not None else 1 << 62)
         else:
             window = store.envelope_window(since_ns, until_ns)
-        envelopes = store.iter_envelopes(*window) if window else iter(())
-        t = write_export_file(
-            args.out, keys.identity, keys.history, envelopes, since_ns=since_ns, until_ns=until_ns,
-            created_ns=time.time_ns(),
-        )  # fmt: skip
+        total = (
+            conn.execute("SELECT COUNT(*) FROM envelopes WHERE n BETWEEN ? AND ?", window).fetchone()[0]
+            if window
+            else 0
+        )
+        with progress("export", total, unit="envelopes") as bar:
+            envelopes = bar.track(store.iter_envelopes(*window)) if window else iter(())
+            t = write_export_file(
+                args.out, keys.identity, keys.history, envelopes, since_ns=since_ns, until_ns=until_ns,
+                created_ns=time.time_ns(),
+            )  # fmt: skip
     finally:
         conn.close()
     span = f" ({t.first}…{t.last})" if t.count else ""
@@ -586,6 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", help="pending per sink, dead letters, quarantine, disk", description="Outbox statistics."
     )
     _state_args(st)
+    st.add_argument(
+        "--watch",
+        action="store_true",
+        help="first follow the backlog (a progress bar on a terminal, lines otherwise) until every sink has "
+        "every batch; exit 1 if --timeout passes first",
+    )
+    st.add_argument("--interval", type=float, default=1.0, help="--watch: seconds between looks (default 1)")
+    st.add_argument("--timeout", type=float, help="--watch: give up after this many seconds (default: never)")
     dl = ob_sub.add_parser("dead-letters", help="list dead letters", description="List dead letters.")
     _state_args(dl)
     dl.add_argument("--sink")

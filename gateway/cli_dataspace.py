@@ -91,6 +91,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from gateway.dataspace.edc import DPV_HAS_PURPOSE, plan
     from gateway.dataspace.provision import Outcome, PolicyCheck, check_policy, provision
     from gateway.dataspace.settings import PLACEHOLDER_PUBLIC_URL, make_offer
+    from gateway.progress import progress as progress_bar
 
     config, state_dir = _config(args)
     api = args.api or config.dataspace.edc.api_version
@@ -122,8 +123,17 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     async def run(client: EdcClient) -> tuple[list[Outcome], PolicyCheck]:
         progress(f"provisioning {len(resources)} resources in {client.url} (Management API {api})")
-        outcomes = await provision(client, resources, progress)
-        return outcomes, await check_policy(client, api, offer.ids["policy"])
+        # a bar on a terminal; otherwise the lines above and below are the progress
+        with progress_bar("provision", len(resources) + 1, unit="steps", stream=out, plain_counts=False) as bar:
+            outcomes: list[Outcome] = []
+            for res in resources:
+                outcomes.extend(await provision(client, [res], bar.log))
+                bar.advance()
+            bar.update(status="checking the purpose policy")
+            check = await check_policy(client, api, offer.ids["policy"])
+            bar.advance()
+            bar.update(status="done")
+        return outcomes, check
 
     result = _with_connector(config, run)
     if isinstance(result, int):
