@@ -37,6 +37,8 @@ class GatewaySection(_Section):
     clock_skew_tolerance_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """A device's clock offset is re-estimated only when a new sample departs from it by more than this."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: JSON lines when stderr is not a terminal (systemd/journald), a readable format on a terminal."""
     shutdown_flush_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     """On SIGTERM/SIGINT: how long sinks may keep forwarding before the gateway exits."""
 
