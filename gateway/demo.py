@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ def _view(gw: Gateway, rate: float, sims: str, ward: Ward | None, links: LinkTra
         ("ds4h-gateway demo  ", "bold"),
         (f"{gw.identity.did[:32]}…  ", "dim"),
         (f"control API {gw.url}  ", "cyan"),
+        (f"status page {gw.url}/status  " if gw.status_page is not None else "", "cyan"),
         (
             "clock synchronised" if s["clock_synchronised"] else "clock NOT synchronised: times flagged",
             "yellow",
@@ -172,8 +174,32 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             await broker.stop()
 
 
+def status_url(gw: Gateway) -> str | None:
+    """The status page with its login token (``?token=`` logs in once, then the page drops it from the address):
+    the demo's state is throw-away, so it prints it, like a notebook server does. ``run`` never shows the token."""
+    if gw.status_page is None or not gw.config.web.status.enabled:
+        return None
+    return f"{gw.url}/status?token={gw.status_page.token}"
+
+
+def _patient_of(ward: Ward | None) -> Callable[[str], str | None]:
+    """The demo's patients: the ward's (by the fleet's listing) and the ingest simulator's (``p01-hr`` → p01)."""
+
+    def patient(device_id: str) -> str | None:
+        n = ward.patient(device_id) if ward is not None else None
+        if n is not None:
+            return f"ward patient {n}"
+        head, sep, _ = device_id.partition("-")
+        return f"patient {head}" if sep and head[:1] == "p" and head[1:].isdigit() else None
+
+    return patient
+
+
 def _announce(gw: Gateway, state_dir: Path, config: Config, broker: DemoBroker | None, ward: Ward | None) -> None:
     print(f"control API: {gw.url}  (metrics: {gw.url}/metrics, token: {state_dir / 'control.token'})")
+    url = status_url(gw)
+    if url is not None:
+        print(f"status page: {url}")
     if ward is None:
         return
     print(f"ward: {ward.scenario} — {len(ward.ble)} BLE + {len(ward.g5)} 5G devices (ds4h-sim fleet {ward.scenario})")
@@ -198,6 +224,7 @@ async def _run(
     ward: Ward | None,
 ) -> dict[str, Any]:
     gw = Gateway(config)
+    gw.live.patient_of = _patient_of(ward)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
