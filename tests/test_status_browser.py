@@ -84,19 +84,23 @@ def test_status_page_in_chromium_during_the_demo(tmp_path: Path) -> None:
                 )
                 # a moving ECG strip: its data and its pixels change between two samples
                 page.wait_for_function(
-                    "() => [...document.querySelectorAll('canvas.strip')].some(c => +c.dataset.samples > 200)",
+                    "() => [...document.querySelectorAll('canvas.strip')]"
+                    ".some(c => c.dataset.key.endsWith('/ecg') && +c.dataset.samples > 200)",
                     timeout=45_000,
                 )
+                key = page.evaluate(
+                    "() => [...document.querySelectorAll('canvas.strip')]"
+                    ".find(c => c.dataset.key.endsWith('/ecg') && +c.dataset.samples > 200).dataset.key"
+                )
                 sample = (
-                    "() => { const c = [...document.querySelectorAll('canvas.strip')]"
-                    ".find(c => c.dataset.key.endsWith('/ecg') && +c.dataset.samples > 200)"
-                    " || document.querySelector('canvas.strip');"
+                    "key => { const c = [...document.querySelectorAll('canvas.strip')]"
+                    ".find(c => c.dataset.key === key);"
                     " return {key: c.dataset.key, end: c.dataset.endMs, png: c.toDataURL()}; }"
                 )
-                first = page.evaluate(sample)
+                first = page.evaluate(sample, key)
                 page.wait_for_timeout(2000)
                 page.wait_for_selector("#feed-state.ok")
-                second = page.evaluate(sample)
+                second = page.evaluate(sample, key)
                 assert first["key"] == second["key"]
                 assert second["end"] != first["end"], "the ECG strip did not advance"
                 assert second["png"] != first["png"], "the ECG strip was not redrawn"
