@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from playwright import sync_api
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,7 +42,6 @@ def _wait_for_control(state: Path, proc: subprocess.Popen[bytes], timeout: float
 
 
 def test_status_page_in_chromium_during_the_demo(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
     assert CHROMIUM.exists(), "chromium is missing: make services (apt-get install -y chromium)"
     state = tmp_path / "demo-state"
     proc = subprocess.Popen(

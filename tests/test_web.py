@@ -129,6 +129,18 @@ async def test_status_page_needs_its_token_and_feeds_curves(
         assert token not in rec.getMessage(), rec.getMessage()
 
 
+async def test_demo_link_carries_the_token_once(tmp_state_dir: Path) -> None:
+    from gateway.demo import status_url
+
+    async with running(make_config(tmp_state_dir)) as gw:
+        url = status_url(gw)
+        assert url is not None and url.startswith(f"{gw.url}/status?token=")
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as s, s.get(url) as r:
+            # followed the redirect: logged in, the token gone from the address
+            assert r.status == 200 and r.url.query_string == "" and "live curves" in await r.text()
+
+
 async def test_status_page_can_be_turned_off(tmp_state_dir: Path) -> None:
     async with running(make_config(tmp_state_dir, web={"status": {"enabled": False}})) as gw:
         assert gw.status_page is None
@@ -190,6 +202,16 @@ async def test_second_listener_serves_only_the_status_page_over_tls(tmp_state_di
             with pytest.raises(aiohttp.ClientError):
                 async with s.get(f"http{base.removeprefix('https')}/status") as r:
                     pass
+
+
+async def test_unreadable_certificate_stops_the_start_with_a_config_error(tmp_state_dir: Path, tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_state_dir,
+        web={"status": {"host": "127.0.0.1", "cert_file": str(tmp_path / "no.crt"), "key_file": str(tmp_path / "k")}},
+    )
+    with pytest.raises(ConfigError, match=r"web\.status\.cert_file"):
+        async with running(cfg):
+            pass
 
 
 def test_status_page_off_loopback_needs_tls(tmp_path: Path) -> None:

@@ -96,6 +96,14 @@ class StatusPage:
         self._last_committed: tuple[float, int] | None = None
         self._rate = 0.0
         self._runner: web.AppRunner | None = None
+        self._tls: ssl.SSLContext | None = None
+        if cfg.cert_file is not None and cfg.key_file is not None:  # at start, so that a bad file stops it cleanly
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            try:
+                self._tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"web.status.cert_file/key_file: cannot load: {e}") from e
         self.url = ""
         """URL of the second listener, when one runs."""
 
@@ -229,14 +237,7 @@ class StatusPage:
 
     async def start_listener(self, host: str, port: int) -> str:
         """The second listener: the status page only, HTTPS when cert and key are configured."""
-        ctx: ssl.SSLContext | None = None
-        if self._cfg.cert_file is not None and self._cfg.key_file is not None:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            try:
-                ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
-            except (OSError, ssl.SSLError) as e:
-                raise ConfigError(f"web.status.cert_file/key_file: cannot load: {e}") from e
+        ctx = self._tls
         app = web.Application()
         app.add_routes(self.routes())
         app.router.add_get("/", self.root)
