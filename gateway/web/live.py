@@ -17,7 +17,6 @@ sample. Nothing here is stored: the status page shows what arrived since the gat
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -309,6 +308,3 @@ class LiveBoard:
             cursor.notices = self.notices[-1].seq
         return {"series": series, "notices": notices}
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
