@@ -307,4 +307,3 @@ class LiveBoard:
         if self.notices:
             cursor.notices = self.notices[-1].seq
         return {"series": series, "notices": notices}
-
