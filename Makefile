@@ -2,7 +2,8 @@
 #   make venv      create .venv (Python >= 3.11) and install the project with dev + sim extras
 #   make demo      run the self-contained demo (no external services)
 #   make services  install the Debian packages the tests and benchmarks use (victoria-metrics, mosquitto, mosquitto-clients,
-#                  and for tests/test_deploy.py: systemd, shellcheck, docker-compose)
+#                  chromium for the status page's browser test, and for tests/test_deploy.py: systemd, shellcheck,
+#                  docker-compose)
 #   make test      venv + services, then pytest (extra arguments: PYTEST_ARGS='-k sink -x')
 #   make lint      ruff check + mypy
 #   make bench     run the benchmarks
@@ -15,10 +16,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.ds4h-installed
 PYTEST_ARGS ?=
-APT_PACKAGES := victoria-metrics mosquitto mosquitto-clients systemd shellcheck docker-compose
+# chromium: the status page's browser test drives it headless with Playwright (no browser download)
+APT_PACKAGES := victoria-metrics mosquitto mosquitto-clients systemd shellcheck docker-compose chromium
 # package:binary pairs, the binaries the test fixtures run (one per package above)
 APT_BINARIES := victoria-metrics:/usr/bin/victoria-metrics mosquitto:/usr/sbin/mosquitto mosquitto-clients:/usr/bin/mosquitto_pub \
-	systemd:/usr/bin/systemd-analyze shellcheck:/usr/bin/shellcheck docker-compose:/usr/bin/docker-compose
+	systemd:/usr/bin/systemd-analyze shellcheck:/usr/bin/shellcheck docker-compose:/usr/bin/docker-compose \
+	chromium:/usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help venv demo services test lint bench clean

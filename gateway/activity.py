@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ class DeviceActivity:
 class ActivityBoard:
     def __init__(self) -> None:
         self._devices: dict[str, DeviceActivity] = {}
+        self.listeners: list[Callable[[Batch, int], None]] = []
+        """Called with every committed batch (on the event loop: keep them cheap), e.g. the status page's board."""
 
     def record(self, batch: Batch, now_ns: int) -> None:
         a = self._devices.get(batch.device_id)
@@ -33,6 +36,8 @@ class ActivityBoard:
             a.latest = batch.readings[-1]
         if batch.waveforms:
             a.latest_wave = batch.waveforms[-1]
+        for listen in self.listeners:
+            listen(batch, now_ns)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         now = time.time_ns()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.logformat import setup_logging
 
 log = logging.getLogger("gateway")
 
@@ -53,8 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.pipeline import Gateway
 
     config = load_config(args.config)
-    if not args.verbose:
-        logging.getLogger().setLevel(config.gateway.log_level)
+    setup_logging(config.gateway.log_format, logging.DEBUG if args.verbose else config.gateway.log_level)
 
     async def main() -> None:
         gw = Gateway(config)
@@ -754,11 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # one-shot tools and the demo log readable lines; `run` switches to [gateway] log_format once it has its config
+    setup_logging("console", logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

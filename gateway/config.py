@@ -37,6 +37,8 @@ class GatewaySection(_Section):
     clock_skew_tolerance_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """A device's clock offset is re-estimated only when a new sample departs from it by more than this."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: JSON lines when stderr is not a terminal (systemd/journald), a readable format on a terminal."""
     shutdown_flush_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     """On SIGTERM/SIGINT: how long sinks may keep forwarding before the gateway exits."""
 
@@ -407,12 +409,47 @@ class DataspaceSection(_Section):
         return v
 
 
+class StatusPageSection(_Section):
+    """The live status page (docs/status-page.md)."""
+
+    enabled: bool = True
+    """Serve ``/status`` (page and live feed) on the control API's loopback port."""
+    host: str | None = None
+    """Also serve the status page — and nothing else — on this address (e.g. ``0.0.0.0``); off the loopback
+    interface it needs ``cert_file`` and ``key_file`` (HTTPS)."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 8443
+    """Port of that second listener (0: a free one)."""
+    cert_file: Path | None = None
+    """TLS certificate chain (PEM) of the second listener."""
+    key_file: Path | None = None
+    """Its private key (PEM, mode 0600)."""
+    token_file: Path | None = None
+    """The page's login token; default ``<state_dir>/status.token`` (created 0600 on first start)."""
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+    """How long the browser's login cookie lasts."""
+    update_interval_s: Annotated[float, Field(ge=0.1, le=60)] = 0.5
+    """How often the live feed sends what is new."""
+    ecg_strip_s: Annotated[float, Field(ge=1, le=60)] = 8.0
+    """Seconds of waveform (ECG, pleth) the page shows."""
+
+    @model_validator(mode="after")
+    def _checks(self) -> StatusPageSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        if self.host is not None and self.host not in _LOOPBACK_HOSTS and self.cert_file is None:
+            raise ValueError(
+                f"the status page shows patient data: serving it on {self.host} needs TLS (cert_file, key_file)"
+            )
+        return self
+
+
 class WebSection(_Section):
     host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
     """The control API listens on loopback only."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
     """0 picks a free port (the demo does); the URL is written to ``<state_dir>/control.json``."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    status: StatusPageSection = StatusPageSection()
 
 
 class Config(_Section):

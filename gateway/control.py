@@ -1,10 +1,13 @@
 """The local control API (loopback HTTP): what the CLI, the demo view and local sources talk to.
 
-- ``GET /healthz`` — liveness and readiness (no token).
+- ``GET /healthz`` — liveness: accepting data, or starting/stopping (no token).
+- ``GET /readyz`` — readiness: outbox writable, sinks delivering or buffering within the disk budget; 503 with
+  the reasons otherwise (no token).
 - ``GET /metrics`` — Prometheus metrics (no token; loopback only).
 - ``GET /api/v1/stats`` — counters, outbox depth per sink, dead letters, quarantine, disk (token).
 - ``POST /api/v1/ingest`` — the local ingest source, see docs/ingest.md (token).
 - ``POST /api/v1/ble/pair`` — open the BLE pairing window, body ``{"window_s": 120}`` (token; docs/ble.md).
+- ``/status…`` — the live status page and its feed (its own token; gateway/web/server.py, docs/status-page.md).
 - ``GET /dataspace/v1/credential`` — the gateway's Verifiable Credential as ``application/vc+jwt`` (no token:
   it is public; docs/dataspace.md). 404 when none is installed, 409 when it is no longer valid for this gateway.
 - ``GET /dataspace/v1/observations`` — the research FHIR endpoint, with ``[research] enabled`` (its own token,
@@ -52,6 +55,7 @@ class ControlServer:
         ble_pair: Callable[[float], dict[str, Any]] | None = None,
         credential: CredentialStore | None = None,
         routes: Sequence[web.RouteDef] = (),
+        readiness: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._token = token
         self._metrics = metrics
@@ -60,10 +64,12 @@ class ControlServer:
         self._health = health
         self._ble_pair = ble_pair
         self._credential = credential
+        self._readiness = readiness
         self._app = web.Application(client_max_size=max_body_bytes, middlewares=[self._auth])
         self._app.add_routes(
             [
                 web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
                 web.get("/api/v1/stats", self.stats),
                 web.post("/api/v1/ingest", self.ingest),
@@ -71,7 +77,8 @@ class ControlServer:
                 web.get("/dataspace/v1/credential", self.dataspace_credential),
             ]
         )
-        self._app.add_routes(list(routes))  # e.g. the research endpoint (gateway/dataspace/endpoint.py)
+        # the research endpoint (gateway/dataspace/endpoint.py), the status page (gateway/web/server.py)
+        self._app.add_routes(list(routes))
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -106,6 +113,10 @@ class ControlServer:
         if self._credential is not None:
             h["dataspace_credential"] = self._credential.status().as_dict()
         return web.json_response(h, status=200 if h.get("status") == "ok" else 503)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        r = self._readiness() if self._readiness is not None else {"status": "ready", "reasons": []}
+        return web.json_response(r, status=200 if r.get("status") == "ready" else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)

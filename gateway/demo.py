@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ def _view(gw: Gateway, rate: float, sims: str, ward: Ward | None, links: LinkTra
         ("ds4h-gateway demo  ", "bold"),
         (f"{gw.identity.did[:32]}…  ", "dim"),
         (f"control API {gw.url}  ", "cyan"),
+        (f"status page {gw.url}/status  " if gw.status_page is not None else "", "cyan"),
         (
             "clock synchronised" if s["clock_synchronised"] else "clock NOT synchronised: times flagged",
             "yellow",
@@ -216,8 +218,29 @@ def bind_demo_patients(state_dir: Path, devices: list[str], ward: Ward | None) -
     }
 
 
+def status_url(gw: Gateway) -> str | None:
+    """The status page with its login token (``?token=`` logs in once, then the page drops it from the address):
+    the demo's state is throw-away, so it prints it, like a notebook server does. ``run`` never shows the token."""
+    if gw.status_page is None or not gw.config.web.status.enabled:
+        return None
+    return f"{gw.url}/status?token={gw.status_page.token}"
+
+
+def _patient_of(ward: Ward | None) -> Callable[[str], str | None]:
+    """The demo's patient wearing a device, as bound for the dataspace (:func:`demo_patient`)."""
+
+    def patient(device_id: str) -> str | None:
+        who = demo_patient(device_id, ward)
+        return None if who is None else who[0]
+
+    return patient
+
+
 def _announce(gw: Gateway, state_dir: Path, config: Config, broker: DemoBroker | None, ward: Ward | None) -> None:
     print(f"control API: {gw.url}  (metrics: {gw.url}/metrics, token: {state_dir / 'control.token'})")
+    url = status_url(gw)
+    if url is not None:
+        print(f"status page: {url}")
     if ward is None:
         return
     print(f"ward: {ward.scenario} — {len(ward.ble)} BLE + {len(ward.g5)} 5G devices (ds4h-sim fleet {ward.scenario})")
@@ -243,6 +266,8 @@ async def _run(
 ) -> dict[str, Any]:
     gw = Gateway(config)
     patients = bind_demo_patients(state_dir, [d.id for d in gw.registry.all()], ward)
+
+    gw.live.patient_of = _patient_of(ward)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

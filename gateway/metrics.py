@@ -100,6 +100,9 @@ class GatewayMetrics:
             registry=r,
         )
         self.ble_disconnects = Counter("ds4h_ble_disconnects", "BLE connections lost or closed", registry=r)
+        self.ble_reconnects = Counter(
+            "ds4h_ble_reconnects", "BLE connections established to a device that had been connected before", registry=r
+        )
         self.ble_notifications = Counter(
             "ds4h_ble_notifications", "BLE notifications and indications received, by driver", ["driver"], registry=r
         )
@@ -114,4 +117,15 @@ class GatewayMetrics:
         )
         self.ble_clock_drift = Gauge(
             "ds4h_ble_clock_skew_seconds", "Gateway − device clock at the last connect", ["device"], registry=r
+        )
+        self.consent_decisions = Counter(
+            "ds4h_consent_decisions",
+            "Consent checks of the research release, by decision (e.g. released, withheld)",
+            ["decision"],
+            registry=r,
+        )
+        self.ready = Gauge("ds4h_ready", "1 while /readyz answers ready", registry=r)
+        self.status_viewers = Gauge("ds4h_status_viewers", "Live feeds of the status page open now", registry=r)
+        self.status_logins = Counter(
+            "ds4h_status_logins", "Status page logins by outcome (accepted, refused)", ["outcome"], registry=r
         )

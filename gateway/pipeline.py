@@ -40,6 +40,8 @@ from gateway.sinks.local import LocalSink
 from gateway.state.files import ensure_state_dir, load_or_create_token
 from gateway.state.sealing import reseal_some
 from gateway.state.statekey import open_cipher
+from gateway.web.live import LiveBoard
+from gateway.web.server import StatusPage, load_status_token
 
 if TYPE_CHECKING:
     from gateway.ble.manager import BleSource
@@ -48,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 1.0
+READY_COMMIT_FAILURE_S = 30.0
+"""``/readyz`` says not ready for this long after a failed outbox commit."""
+READY_HOUSEKEEPING_S = 10.0
+"""``/readyz`` says not ready when housekeeping has not completed a pass for this long."""
 
 
 class Gateway:
@@ -153,6 +159,19 @@ class Gateway:
             history=HistoryPruner(self.local.used_bytes, self.local.prune_oldest),
         )
         self.token = load_or_create_token(self.state_dir / "control.token")
+        sp = config.web.status
+        self.live = LiveBoard(ob.priority_rules, strip_s=sp.ecg_strip_s)
+        """Recent curves and notices for the status page (fed with every committed batch)."""
+        self.committer.activity.listeners.append(self.live.record)
+        self.status_page: StatusPage | None = None
+        if sp.enabled or sp.host is not None:
+            self.status_page = StatusPage(
+                sp,
+                token=load_status_token(sp, self.state_dir),
+                snapshot=self.status_snapshot,
+                board=self.live,
+                metrics=self.metrics,
+            )
         self.control = ControlServer(
             token=self.token,
             metrics=self.metrics,
@@ -162,8 +181,16 @@ class Gateway:
             max_body_bytes=config.web.max_body_bytes,
             ble_pair=self._ble_pair if self.ble is not None else None,
             credential=CredentialStore(self.state_dir, self.identity.did),
-            routes=self.research.routes if self.research is not None else (),
+            routes=[
+                *(self.research.routes if self.research is not None else ()),
+                *(self.status_page.routes() if self.status_page is not None and sp.enabled else ()),
+            ],
+            readiness=self.readiness,
         )
+        self._commit_failures_seen = 0.0
+        self._commit_failed_at = -1e18
+        self._hk_ok_at = time.monotonic()
+        self._skews: tuple[float, dict[str, int]] = (-1e18, {})
         self._stats: dict[str, Any] = {}
         self._resealed_all = False
         self._started_ns = time.time_ns()
@@ -265,6 +292,44 @@ class Gateway:
             "did": self.identity.did,
         }
 
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``: ready to take data and keep it — the outbox is writable (accepting, not back-pressured,
+        no failed commit in the last ``READY_COMMIT_FAILURE_S``, housekeeping running) and every sink is
+        delivering or buffering within the disk budget."""
+        now = time.monotonic()
+        reasons: list[str] = []
+        if not self.ready.is_set():
+            reasons.append("starting")
+        elif not self.committer.accepting:
+            reasons.append("stopping")
+        if self.committer.backpressure is not None:
+            reasons.append(f"back-pressure: {self.committer.backpressure}")
+        if now - self._commit_failed_at < READY_COMMIT_FAILURE_S:
+            reasons.append(f"an outbox commit failed in the last {READY_COMMIT_FAILURE_S:g} s")
+        if self.ready.is_set() and now - self._hk_ok_at > READY_HOUSEKEEPING_S:
+            reasons.append(f"housekeeping (disk budget, gauges) has not completed for {now - self._hk_ok_at:.0f} s")
+        sinks = {
+            f.sink.name: "delivering" if f.last_error is None else f"buffering ({f.last_error})"
+            for f in self.forwarders
+        }
+        return {
+            "status": "ready" if not reasons else "not_ready",
+            "reasons": reasons,
+            "sinks": sinks,
+            "disk": self._stats.get("disk"),
+        }
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """What the status page shows: :meth:`stats`, readiness, device clock offsets, quarantine overflow."""
+        now = time.monotonic()
+        if now - self._skews[0] > 5.0:
+            self._skews = (now, self.registry.clock_skews())
+        snap = self.stats()
+        snap["ready"] = self.readiness()
+        snap["clock_skews"] = self._skews[1]
+        snap["counters"]["quarantine_overflow"] = int(self._sample("ds4h_quarantine_overflow_total"))
+        return snap
+
     # --- lifecycle -----------------------------------------------------------------------------
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -284,6 +349,7 @@ class Gateway:
                 self.url = await self.control.start(self.config.web.host, self.config.web.port)
                 write_control_file(self.state_dir, self.url, os.getpid(), self.identity.did)
                 log.info("gateway %s up; control API at %s", self.identity.did, self.url)
+                await self._start_status_page()
                 self.ready.set()
                 await self.stop_requested.wait()
                 log.info("stopping: no new batches; committing what is in flight")
@@ -303,6 +369,8 @@ class Gateway:
                     t.cancel()
                 self._hk_stop.set()  # let a running pass finish: it uses connections closed below
                 await hk
+                if self.status_page is not None:
+                    await self.status_page.stop_listener()
                 await self.control.stop()
         finally:
             if install_signal_handlers:
@@ -310,9 +378,22 @@ class Gateway:
                     loop.remove_signal_handler(sig)
             await self._close()
 
+    async def _start_status_page(self) -> None:
+        sp = self.config.web.status
+        if self.status_page is None:
+            return
+        where = sp.token_file if sp.token_file is not None else self.state_dir / "status.token"
+        if sp.enabled:
+            log.info("status page at %s/status (login token in %s)", self.url, where)
+        if sp.host is not None:
+            url = await self.status_page.start_listener(sp.host, sp.port)
+            log.info("status page also at %s (login token in %s)", url, where)
+
     async def _close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "control.json").unlink()
+        if self.status_page is not None:
+            await self.status_page.stop_listener()
         await self.control.stop()
         for sink, *_ in self.sinks:
             await sink.close()
@@ -339,8 +420,14 @@ class Gateway:
         while not self._hk_stop.is_set():
             try:
                 self._stats = await asyncio.to_thread(self._housekeep_once)
+                self._hk_ok_at = time.monotonic()
             except sqlite3.Error as e:  # e.g. the outbox locked for longer than the busy timeout: next round
                 log.warning("housekeeping failed this round: %s", e)
+            failures = self._sample("ds4h_commit_failures_total")
+            if failures > self._commit_failures_seen:
+                self._commit_failures_seen = failures
+                self._commit_failed_at = time.monotonic()
+            self.metrics.ready.set(1 if self.readiness()["status"] == "ready" else 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hk_stop.wait(), timeout=HOUSEKEEPING_INTERVAL_S)
 

@@ -65,6 +65,8 @@ class DeviceSlot:
     connected_since_ns: int = 0
     """When the current link came up; 0 while there is none (a connect may be in progress)."""
     last_error: str | None = None
+    connects: int = 0
+    """Links established since start (more than one: the device reconnected)."""
     live: deque[object] = field(default_factory=lambda: deque(maxlen=LIVE_KEEP))
     task: asyncio.Task[None] | None = None
 
@@ -314,6 +316,9 @@ class BleSource:
         )
         await asyncio.wait_for(client.connect(), timeout=self._cfg.connect_timeout_s + 1)
         self._metrics.ble_connects.inc()
+        if slot.connects:
+            self._metrics.ble_reconnects.inc()
+        slot.connects += 1
         self._metrics.ble_connected.inc()
         slot.connected_since_ns = time.time_ns()
         level = logging.DEBUG if slot.driver.kind is DriverKind.STORE else logging.INFO  # turns are frequent
@@ -393,6 +398,7 @@ class BleSource:
     def stats(self) -> dict[str, Any]:
         return {
             "scanning": self.scanning,
+            "max_connections": self._cfg.max_connections,
             "pairing_window_s": round(self.pairing.window_remaining_s(), 1),
             "devices": {
                 s.device_id: {
@@ -402,6 +408,8 @@ class BleSource:
                     "connected_since_ns": s.connected_since_ns or None,
                     "rssi": s.rssi,
                     "failures": s.sched.failures,
+                    "connects": s.connects,
+                    "slot": str(s.driver.kind),
                     "last_error": s.last_error,
                     **(s.info.status() if s.info is not None else {}),
                 }

@@ -132,6 +132,11 @@ class Housekeeper:
         if pruned_hist:
             self._metrics.pruned_history.labels(why="disk_budget").inc(pruned_hist)
             log.warning("disk budget: pruned %d rows of local history", pruned_hist)
+        if used > self._budget:
+            # the WAL file keeps its size after a passive checkpoint: once delivery has freed pages, truncate it
+            # before deciding on back-pressure, or a WAL grown under load would hold back-pressure on for good
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            used = self.used()
         self._metrics.disk_used.set(used)
         reason = None
         if used > self._budget:
