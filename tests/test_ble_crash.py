@@ -29,7 +29,7 @@ from tests.test_crash import start_gateway
 
 KILLS = 6
 METERS = 2
-RECORDS = 6000
+RECORDS = 8000
 
 
 def read_line(stream: IO[bytes], timeout_s: float = 30.0) -> str:
@@ -98,7 +98,12 @@ def test_kill_9_during_glucose_backfill_loses_and_duplicates_nothing(tmp_path: P
         kills = 0
         deadline = time.monotonic() + 240
         while kills < KILLS:
-            time.sleep(rng.uniform(0.3, 1.2))
+            # kill a gateway that is backfilling: once it committed something since its start, at a random moment
+            at_start = len(glucose_keys(state))
+            while len(glucose_keys(state)) == at_start and at_start < METERS * RECORDS:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.1, 0.6))
             before = len(glucose_keys(state))
             if before >= METERS * RECORDS:
                 break  # everything already in: nothing left to interrupt
