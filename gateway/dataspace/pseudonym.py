@@ -22,16 +22,21 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.config import ResearchSection
 from gateway.errors import StateError
 from gateway.state.files import write_secret
-from gateway.state.statekey import cached_cipher, format_keys, new_key, parse_keys
+from gateway.state.statekey import (
+    KeySource,
+    cached_cipher,
+    format_keys,
+    load_local_keys,
+    new_key,
+    parse_keys,
+    read_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +48,13 @@ PATIENT_PREFIX = "psn-"
 DEVICE_PREFIX = "pdv-"
 
 
-@dataclass(frozen=True, slots=True)
-class KeySource:
-    kind: str
-    """``credential``, ``file`` or ``disk``."""
-    where: str
-    insecure: bool = False
-
-    @classmethod
-    def from_config(cls, c: ResearchSection) -> KeySource:
-        if c.pseudonym_key_credential is not None:
-            return cls("credential", c.pseudonym_key_credential)
-        if c.pseudonym_key_file is not None:
-            return cls("file", str(c.pseudonym_key_file), insecure=c.insecure_key_on_disk)
-        return cls("disk", DISK_KEY, insecure=True)
+def key_source(c: ResearchSection) -> KeySource:
+    """Where the pseudonym key comes from: a systemd credential, a key file, or beside the data (``disk``)."""
+    if c.pseudonym_key_credential is not None:
+        return KeySource("credential", c.pseudonym_key_credential)
+    if c.pseudonym_key_file is not None:
+        return KeySource("file", str(c.pseudonym_key_file), insecure=c.insecure_key_on_disk)
+    return KeySource("disk", DISK_KEY, insecure=True)
 
 
 class Pseudonymiser:
@@ -92,24 +90,6 @@ class Pseudonymiser:
         return [self.patient(patient_id, i) for i in range(len(self._keys))]
 
 
-def _read_private(path: Path, what: str, *, group_ok: bool = False) -> bytes:
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise StateError(f"{what} {path}: {e.strerror or e}") from e
-    allowed = 0o077 & ~(0o040 if group_ok else 0)
-    if st.st_mode & allowed:
-        raise StateError(f"{what} {path}: readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 {path}")
-    return path.read_bytes()
-
-
-def _same_medium(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve().stat().st_dev == b.resolve().stat().st_dev
-    except OSError:
-        return False
-
-
 def _disk_keys(state_dir: Path, *, create: bool) -> list[bytes]:
     path = state_dir / DISK_KEY
     cipher = cached_cipher(state_dir)
@@ -122,7 +102,7 @@ def _disk_keys(state_dir: Path, *, create: bool) -> list[bytes]:
             data = _SEALED_HEADER + base64.b64encode(cipher.seal("files", DISK_KEY, "1", material)) + b"\n"
         write_secret(path, data)
         log.warning("created a pseudonym key beside the data (research.insecure_key_on_disk): %s", path)
-    raw = _read_private(path, "pseudonym key file")
+    raw = read_private(path, "pseudonym key file")
     if raw.startswith(_SEALED_HEADER):
         if cipher is None:
             raise StateError(f"{path}: sealed with the state key, and no state key is configured")
@@ -135,23 +115,9 @@ def _disk_keys(state_dir: Path, *, create: bool) -> list[bytes]:
 
 
 def load_keys(src: KeySource, state_dir: Path, *, create: bool = False) -> list[bytes]:
-    if src.kind == "credential":
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not creds:
-            raise StateError(
-                f"pseudonym key credential {src.where!r}: $CREDENTIALS_DIRECTORY is not set (run with "
-                f"LoadCredential={src.where}:… or LoadCredentialEncrypted=)"
-            )
-        path = Path(creds) / src.where
-        return parse_keys(_read_private(path, "pseudonym key credential", group_ok=True), str(path))
-    if src.kind == "file":
-        path = Path(src.where)
-        if not src.insecure and _same_medium(path, state_dir):
-            raise StateError(
-                f"pseudonym key file {path} is on the same file system as the state directory {state_dir}: put it "
-                "on another medium, or set research.insecure_key_on_disk = true"
-            )
-        return parse_keys(_read_private(path, "pseudonym key file"), str(path))
+    local = load_local_keys(src, state_dir, "pseudonym key", "research.insecure_key_on_disk")
+    if local is not None:
+        return local
     if src.kind == "disk":
         return _disk_keys(state_dir, create=create)
     raise StateError(f"unknown pseudonym key source {src.kind!r}")
@@ -162,7 +128,7 @@ def open_pseudonymiser(state_dir: Path, config: ResearchSection | None = None) -
     ``--state-dir`` commands: from the source ``research.json`` names."""
     desc_path = state_dir / DESCRIPTOR
     if config is not None:
-        src = KeySource.from_config(config)
+        src = key_source(config)
         p = Pseudonymiser(load_keys(src, state_dir, create=True))
         if src.insecure:
             log.warning(
@@ -179,7 +145,7 @@ def open_pseudonymiser(state_dir: Path, config: ResearchSection | None = None) -
     try:
         desc = json.loads(desc_path.read_text())
         s = desc["source"]
-        src = KeySource(str(s["kind"]), str(s["where"]), bool(s.get("insecure", False)))
+        src = KeySource(str(s["kind"]), str(s["where"]), insecure=bool(s.get("insecure", False)))
     except FileNotFoundError:
         raise StateError(
             f"{desc_path}: missing: the research path was never started in this state directory (give --config)"

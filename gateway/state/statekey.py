@@ -140,7 +140,7 @@ def new_key() -> bytes:
 
 
 # --- reading each source ------------------------------------------------------------------------
-def _read_private(path: Path, what: str, *, group_ok: bool = False) -> bytes:
+def read_private(path: Path, what: str, *, group_ok: bool = False) -> bytes:
     try:
         st = path.lstat()
     except OSError as e:
@@ -164,7 +164,7 @@ def _same_medium(a: Path, b: Path) -> bool:
 
 
 def _fetch(src: KeySource) -> bytes:
-    token = _read_private(Path(src.token_file), "key service token file").decode("ascii", "replace").strip()
+    token = read_private(Path(src.token_file), "key service token file").decode("ascii", "replace").strip()
     ctx = ssl.create_default_context(cafile=src.ca_file or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     req = urllib.request.Request(src.where, headers={"Authorization": f"Bearer {token}", "Accept": "text/plain"})
@@ -181,25 +181,35 @@ def _fetch(src: KeySource) -> bytes:
     return data
 
 
-def load_keys(src: KeySource, state_dir: Path) -> list[bytes]:
-    """The keys of ``src`` (current first); :class:`StateError` saying what is wrong, never a key."""
+def load_local_keys(src: KeySource, state_dir: Path, what: str, insecure_key: str) -> list[bytes] | None:
+    """Keys from a systemd credential or a key file (the sources every key of the gateway can use); None for
+    another kind of source. ``what`` names the key in errors ("state key"), ``insecure_key`` the config key
+    that allows a file on the state directory's medium."""
     if src.kind == "credential":
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
         if not creds:
             raise StateError(
-                f"state key credential {src.where!r}: $CREDENTIALS_DIRECTORY is not set (run the gateway as a "
+                f"{what} credential {src.where!r}: $CREDENTIALS_DIRECTORY is not set (run the gateway as a "
                 f"systemd service with LoadCredential={src.where}:… or LoadCredentialEncrypted=)"
             )
         path = Path(creds) / src.where
-        return parse_keys(_read_private(path, "state key credential", group_ok=True), str(path))
+        return parse_keys(read_private(path, f"{what} credential", group_ok=True), str(path))
     if src.kind == "file":
         path = Path(src.where)
         if not src.insecure and _same_medium(path, state_dir):
             raise StateError(
-                f"state key file {path} is on the same file system as the state directory {state_dir}: a stolen "
-                "card would carry both; put it on another medium, or set insecure_key_on_disk = true"
+                f"{what} file {path} is on the same file system as the state directory {state_dir}: a stolen "
+                f"card would carry both; put it on another medium, or set {insecure_key} = true"
             )
-        return parse_keys(_read_private(path, "state key file"), str(path))
+        return parse_keys(read_private(path, f"{what} file"), str(path))
+    return None
+
+
+def load_keys(src: KeySource, state_dir: Path) -> list[bytes]:
+    """The keys of ``src`` (current first); :class:`StateError` saying what is wrong, never a key."""
+    local = load_local_keys(src, state_dir, "state key", "insecure_key_on_disk")
+    if local is not None:
+        return local
     if src.kind == "url":
         return parse_keys(_fetch(src), src.where)
     if src.kind == "disk":
@@ -207,7 +217,7 @@ def load_keys(src: KeySource, state_dir: Path) -> list[bytes]:
         if not path.exists():
             write_secret(path, format_keys([new_key()]))
             log.warning("created a state encryption key beside the data (insecure_key_on_disk): %s", path)
-        return parse_keys(_read_private(path, "state key file"), str(path))
+        return parse_keys(read_private(path, "state key file"), str(path))
     raise StateError(f"unknown state key source {src.kind!r}")
 
 
