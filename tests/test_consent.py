@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.cli import main as cli
-from gateway.dataspace.bundlesig import verify_bundle
+from gateway.dataspace.bundlesig import verify_bundle, verify_csv
 from gateway.dataspace.consent import ConsentError, load_fhir, load_opt_out
 from gateway.dataspace.eligibility import Eligibility, decide, eligible_intervals
 from gateway.dataspace.fhir import CGM_READING, observation
@@ -452,6 +452,9 @@ async def test_research_path_end_to_end(
         assert json.loads(text)["total"] == 10
         status, text, headers = await _get(f"{url}&_count=100", token, accept="text/csv")
         assert status == 200 and headers["Content-Type"].startswith("text/csv") and "X-DS4H-Signature" in headers
+        csv_sig = verify_csv(text.encode(), headers["X-DS4H-Signature"], gw.identity.did)
+        assert csv_sig.ok and csv_sig.envelopes, csv_sig.problems
+        assert not verify_csv(text.replace(",", ";", 1).encode(), headers["X-DS4H-Signature"]).ok
         rows = text.strip().splitlines()
         assert rows[0].startswith("patient,device,kind,metric") and len(rows) == 13
         _scan_text(text)

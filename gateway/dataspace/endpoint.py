@@ -12,8 +12,6 @@ the control token: wrong or missing → 401. Consent is re-checked on every requ
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import hmac
 import logging
 import time
@@ -23,16 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cbor2
 from aiohttp import web
 
-from gateway.dataspace.bundlesig import SIG_TYPE, sign_bundle
+from gateway.dataspace.bundlesig import sign_bundle, sign_csv
 from gateway.dataspace.fhir import bundle, iso, to_csv
 from gateway.dataspace.observations import KINDS, Query, QueryError, select
 from gateway.dataspace.patients import FOREVER, ConsentDb
 from gateway.dataspace.pseudonym import Pseudonymiser
 from gateway.errors import GatewayError, StateError
-from gateway.provenance.cose import ALG_EDDSA, sign1_with
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +82,7 @@ def make_page(
     now = time.time_ns()
     if fmt == "csv":
         body = to_csv(page).encode()
-        payload = cbor2.dumps(
-            {
-                "typ": SIG_TYPE,
-                "sha256": hashlib.sha256(body).digest(),
-                "envelopes": sorted({i.envelope_n for i in page}),
-                "gw": signer.did,
-            },
-            canonical=True,
-        )
-        sig = base64.b64encode(sign1_with(payload, signer.sign, signer.did.encode(), ALG_EDDSA)).decode()
+        sig = sign_csv(body, [i.envelope_n for i in page], signer.did, signer.sign)
         return Page(body, "text/csv", {"X-DS4H-Signature": sig, "X-Total-Count": str(total)}, len(page))
 
     def url(off: int) -> str:

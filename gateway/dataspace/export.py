@@ -8,13 +8,9 @@ signature goes to ``--out FILE`` + ``.sig``, or standard error, as base64 COSE_S
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import sys
 import time
 from pathlib import Path
-
-import cbor2
 
 from gateway.errors import GatewayError
 
@@ -42,12 +38,11 @@ def add_export_parser(dataspace_sub: argparse._SubParsersAction[argparse.Argumen
 
 def run_export(args: argparse.Namespace) -> int:
     from gateway.cli import _state_dir, parse_time
-    from gateway.dataspace.bundlesig import SIG_TYPE, canonical, sign_bundle
+    from gateway.dataspace.bundlesig import canonical, sign_bundle, sign_csv
     from gateway.dataspace.fhir import bundle, iso, to_csv
     from gateway.dataspace.observations import Query, all_pseudonyms, select
     from gateway.dataspace.patients import FOREVER, ConsentDb
     from gateway.dataspace.pseudonym import open_pseudonymiser
-    from gateway.provenance.cose import ALG_EDDSA, sign1_with
     from gateway.provenance.keyring import load_gateway_keys
     from gateway.state.files import write_secret
 
@@ -78,16 +73,7 @@ def run_export(args: argparse.Namespace) -> int:
     sig_text = ""
     if args.format == "csv":
         body = to_csv(items).encode()
-        payload = cbor2.dumps(
-            {
-                "typ": SIG_TYPE,
-                "sha256": hashlib.sha256(body).digest(),
-                "envelopes": sorted({i.envelope_n for i in items}),
-                "gw": identity.did,
-            },
-            canonical=True,
-        )
-        sig_text = base64.b64encode(sign1_with(payload, identity.sign, identity.did.encode(), ALG_EDDSA)).decode()
+        sig_text = sign_csv(body, [i.envelope_n for i in items], identity.did, identity.sign)
     else:
         b = bundle(
             items, total=len(items), self_url=f"urn:ds4h:export:{since}-{until}", next_url=None, timestamp_ns=now
