@@ -60,8 +60,12 @@ async def test_pairing_refused_outside_the_window_then_accepted_inside(tmp_path:
         assert outcomes(gw)["accepted"] >= 1
         await until(lambda: bool(bonds(tmp_path)), what="the bond stored")
         assert (tmp_path / "ble-bonds.json").stat().st_mode & 0o777 == 0o600  # keys
-        stats = gw.stats()["ble"]["devices"][device_id(strap.identity)]
-    assert stats["last_error"] is None
+
+        def session_up() -> bool:  # a bonded connection got as far as its session (a reconnect may race first)
+            s = gw.stats()["ble"]["devices"][device_id(strap.identity)]
+            return bool(s["connected"]) and s["last_error"] is None
+
+        await until(session_up, what="a session on the bonded link")
 
 
 async def test_legacy_pairing_peer_is_refused_even_inside_the_window(tmp_path: Path) -> None:
