@@ -24,51 +24,29 @@ from benchmarks.common import load_text, machine
 HERE = Path(__file__).resolve().parent
 
 
-def run_lineproto(quick: bool) -> int:
-    script = HERE / "bench_lineproto.py"
+def run_script(name: str, args: list[str], timeout_s: float) -> int:
+    """Run ``benchmarks/<name>.py ARGS`` as its own process (bounded by ``timeout_s``); its exit code."""
+    script = HERE / f"{name}.py"
     if not script.exists():
-        print("(bench_lineproto.py not present: skipped)")
+        print(f"({script.name} not present: skipped)")
         return 0
-    cmd = [sys.executable, str(script)]
-    if quick:
-        cmd += ["--repeat", "1", "--no-e2e"]
-    print(f"\n== bench_lineproto ({load_text()}): {' '.join([script.name, *cmd[2:]])}", flush=True)
+    print(f"\n== {name} ({load_text()}): {' '.join([script.name, *args])}", flush=True)
     try:
-        return subprocess.run(cmd, cwd=HERE.parent, check=False, timeout=900).returncode
+        return subprocess.run(
+            [sys.executable, str(script), *args], cwd=HERE.parent, check=False, timeout=timeout_s
+        ).returncode
     except subprocess.TimeoutExpired:
-        print("bench_lineproto: timed out after 900 s")
+        print(f"{name}: timed out after {timeout_s:g} s")
         return 1
 
 
-def run_mqtt(quick: bool) -> int:
-    cmd = [sys.executable, str(HERE / "bench_mqtt.py"), *(["--quick"] if quick else [])]
-    print(f"\n== bench_mqtt ({load_text()}): {' '.join(['bench_mqtt.py', *cmd[2:]])}", flush=True)
-    try:
-        return subprocess.run(cmd, cwd=HERE.parent, check=False, timeout=1800).returncode
-    except subprocess.TimeoutExpired:
-        print("bench_mqtt: timed out after 1800 s")
-        return 1
-
-
-def run_ble(quick: bool) -> int:
-    cmd = [sys.executable, str(HERE / "bench_ble.py"), *(["--quick"] if quick else [])]
-    print(f"\n== bench_ble ({load_text()}): {' '.join(['bench_ble.py', *cmd[2:]])}", flush=True)
-    try:
-        return subprocess.run(cmd, cwd=HERE.parent, check=False, timeout=900).returncode
-    except subprocess.TimeoutExpired:
-        print("bench_ble: timed out after 900 s")
-        return 1
-
-
-def run_fleet(quick: bool) -> int:
-    sizes = ["--straps", "4", "--g5", "50", "--seconds", "20"] if quick else []
-    cmd = [sys.executable, str(HERE / "bench_fleet.py"), *sizes]
-    print(f"\n== bench_fleet ({load_text()}): {' '.join(['bench_fleet.py', *cmd[2:]])}", flush=True)
-    try:
-        return subprocess.run(cmd, cwd=HERE.parent, check=False, timeout=1200).returncode
-    except subprocess.TimeoutExpired:
-        print("bench_fleet: timed out after 1200 s")
-        return 1
+SCRIPTS: tuple[tuple[str, list[str], list[str], float], ...] = (
+    ("bench_lineproto", [], ["--repeat", "1", "--no-e2e"], 900),
+    ("bench_mqtt", [], ["--quick"], 1800),
+    ("bench_ble", [], ["--quick"], 900),
+    ("bench_fleet", [], ["--straps", "4", "--g5", "50", "--seconds", "20"], 1200),
+)
+"""The scripts after the pipeline scenarios: (name, full-size arguments, ``--quick`` arguments, timeout s)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== bench_pipeline", flush=True)
         only = "".join(ch for ch in args.only.lower() if ch in bench_pipeline.ALL)
         figures = bench_pipeline.run(args.quick, only)
-        rc = 0 if args.no_lineproto else run_lineproto(args.quick)
-        rc = rc or (0 if args.no_mqtt else run_mqtt(args.quick))
-        rc = rc or (0 if args.no_ble else run_ble(args.quick))
-        rc = rc or (0 if args.no_fleet else run_fleet(args.quick))
+        rc = 0
+        for name, full, quick, timeout_s in SCRIPTS:
+            if not rc and not getattr(args, f"no_{name.removeprefix('bench_')}"):
+                rc = run_script(name, quick if args.quick else full, timeout_s)
     except KeyboardInterrupt:
         print("interrupted; every process this run started was stopped", file=sys.stderr)
         return 130

@@ -51,6 +51,16 @@ TIR_BANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+
+def thresholds(below_1: str, from_1: str) -> dict[str, Any]:
+    """Field defaults of a stat panel coloured ``below_1`` under 1 and ``from_1`` from 1 on."""
+    return {
+        "thresholds": {
+            "mode": "absolute",
+            "steps": [{"color": below_1, "value": None}, {"color": from_1, "value": 1}],
+        }
+    }
+
 def _alternation(names: tuple[str, ...]) -> str:
     return "|".join(names)
 
@@ -608,12 +618,7 @@ HEALTH = Dashboard(
             w=6,
             h=5,
             options=STAT,
-            defaults={
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
-                }
-            },
+            defaults=thresholds("green", "red"),
         ),
         Panel(
             "Back-pressure",
@@ -624,12 +629,7 @@ HEALTH = Dashboard(
             w=6,
             h=5,
             options=STAT,
-            defaults={
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
-                }
-            },
+            defaults=thresholds("green", "red"),
         ),
         Panel(
             "Clock synchronised",
@@ -640,12 +640,7 @@ HEALTH = Dashboard(
             w=6,
             h=5,
             options=STAT,
-            defaults={
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
-                }
-            },
+            defaults=thresholds("red", "green"),
         ),
         Panel(
             "Dead letters held",
