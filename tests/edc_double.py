@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.edc_specs import request_errors, response_errors
+from tests.threadloop import serve_in_thread
 
 COLLECTIONS = ("assets", "policydefinitions", "contractdefinitions")
 _TYPES = {"assets": "Asset", "policydefinitions": "PolicyDefinition", "contractdefinitions": "ContractDefinition"}
@@ -77,19 +78,9 @@ class EdcDouble:
 
     @contextlib.contextmanager
     def run_in_thread(self) -> Iterator[str]:
-        """Serve on a private event loop in a daemon thread (for code that runs its own ``asyncio.run``)."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="edc-double", daemon=True)
-        thread.start()
-        try:
-            yield asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
-        finally:
-            try:
-                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(timeout=30)
-                loop.close()
+        """Serve on a private event loop in a daemon thread; yield its URL (for code that runs its own loop)."""
+        with serve_in_thread(self.start, self.stop, "edc-double") as url:
+            yield url
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         with self._lock:

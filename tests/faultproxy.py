@@ -32,6 +32,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.threadloop import serve_in_thread
+
 # RFC 9110 7.6.1 hop-by-hop headers, plus the ones aiohttp computes itself
 _HOP_BY_HOP = frozenset(
     h.lower()
@@ -180,28 +182,9 @@ class FaultProxy:
 
     @contextlib.contextmanager
     def run_in_thread(self) -> Iterator[str]:
-        """Run the proxy on a private event loop in a daemon thread; yield its URL."""
-        loop = asyncio.new_event_loop()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-                loop.close()
-
-        thread = threading.Thread(target=serve, name="faultproxy", daemon=True)
-        thread.start()
-        try:
-            yield asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
-        finally:
-            try:
-                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(timeout=30)
+        """Serve on a private event loop in a daemon thread; yield its URL (for code that runs its own loop)."""
+        with serve_in_thread(self.start, self.stop, "faultproxy") as url:
+            yield url
 
     # -- request handling
     def _record(self, request: web.Request, size: int, status: int, fault: str | None) -> None:
