@@ -107,7 +107,7 @@ def verify_bundle(bundle: Any, expected_did: str | None = None) -> BundleReport:
     r = BundleReport()
     try:
         _verify(bundle, expected_did, r)
-    except (ProvenanceError, KeyError, IndexError, TypeError, ValueError) as e:
+    except (ProvenanceError, AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
         r.problems.append(f"{type(e).__name__}: {e}" if not isinstance(e, ProvenanceError) else str(e))
     r.ok = not r.problems
     return r
@@ -129,7 +129,7 @@ def verify_csv(body: bytes, signature: str, expected_did: str | None = None) -> 
         if obj["sha256"] != hashlib.sha256(body).digest():
             r.problems.append("the CSV does not match its signature (altered after signing)")
         r.envelopes = list(obj["envelopes"])
-    except (ProvenanceError, KeyError, TypeError, ValueError) as e:
+    except (ProvenanceError, AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
         r.problems.append(f"{type(e).__name__}: {e}" if not isinstance(e, ProvenanceError) else str(e))
     r.ok = not r.problems
     return r
@@ -139,6 +139,10 @@ def _verify(bundle: Any, expected_did: str | None, r: BundleReport) -> None:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise ProvenanceError("not a FHIR Bundle")
     entries = bundle.get("entry", [])
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("resource", {}), dict) for e in entries
+    ):
+        raise ProvenanceError("Bundle.entry is not a list of entries holding resources")
     provs = [i for i, e in enumerate(entries) if e.get("resource", {}).get("resourceType") == "Provenance"]
     if len(provs) != 1:
         raise ProvenanceError(f"the Bundle must carry exactly one Provenance entry (found {len(provs)})")
