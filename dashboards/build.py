@@ -51,7 +51,6 @@ TIR_BANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-
 def thresholds(below_1: str, from_1: str) -> dict[str, Any]:
     """Field defaults of a stat panel coloured ``below_1`` under 1 and ``from_1`` from 1 on."""
     return {
@@ -60,6 +59,7 @@ def thresholds(below_1: str, from_1: str) -> dict[str, Any]:
             "steps": [{"color": below_1, "value": None}, {"color": from_1, "value": 1}],
         }
     }
+
 
 def _alternation(names: tuple[str, ...]) -> str:
     return "|".join(names)
