@@ -120,7 +120,7 @@ class GatewayMetrics:
         )
         self.consent_decisions = Counter(
             "ds4h_consent_decisions",
-            "Consent checks of the research release, by decision (e.g. released, withheld)",
+            "Batches the research sink checked against consent, by decision (eligible, partial, not_eligible)",
             ["decision"],
             registry=r,
         )

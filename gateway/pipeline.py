@@ -132,7 +132,7 @@ class Gateway:
             )
         self.research: ResearchPath | None = None
         if config.research.enabled:  # the research path (docs/consent.md)
-            self.research = research_path(config, self.state_dir, self.identity)
+            self.research = research_path(config, self.state_dir, self.identity, self.metrics)
             self.sinks.append((self.research.sink, self.research.max_batches, self.research.max_points))
         self.forwarders = [
             Forwarder(

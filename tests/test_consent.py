@@ -370,6 +370,11 @@ async def test_research_path_end_to_end(
         await wait_until(
             lambda: gw.research is not None and sum(gw.research.sink.decided.values()) >= 8, what="research"
         )
+        assert gw.research is not None
+        for decision, n in gw.research.sink.decided.items():  # the same counts on /metrics
+            got = gw.metrics.registry.get_sample_value("ds4h_consent_decisions_total", {"decision": decision})
+            assert (got or 0) == n, decision
+        assert gw.research.sink.decided["eligible"] > 0 and gw.research.sink.decided["not_eligible"] > 0
         # care: everything, as measured
         await asyncio.to_thread(victoria_metrics.wait_for_points, 'heart_rate_value{device="hr-1"}', 10)
         await asyncio.to_thread(victoria_metrics.wait_for_points, 'glucose_isf_value{device="cgm-1"}', 2)

@@ -11,6 +11,7 @@ from gateway.config import Config, influx_token
 from gateway.dataspace.endpoint import ObservationEndpoint, Signer, load_token
 from gateway.dataspace.patients import ConsentDb
 from gateway.dataspace.pseudonym import open_pseudonymiser
+from gateway.metrics import GatewayMetrics
 from gateway.provenance.identity import GatewayIdentity
 from gateway.sinks.research import ResearchSink
 
@@ -29,7 +30,9 @@ class ResearchPath:
         return [] if self.endpoint is None else self.endpoint.routes()
 
 
-def research_path(config: Config, state_dir: Path, identity: GatewayIdentity) -> ResearchPath:
+def research_path(
+    config: Config, state_dir: Path, identity: GatewayIdentity, metrics: GatewayMetrics | None = None
+) -> ResearchPath:
     rc = config.research
     pseudo = open_pseudonymiser(state_dir, rc)
     ConsentDb.open(state_dir).close()  # created (and its lookup key) before any reader opens it read-only
@@ -62,4 +65,4 @@ def research_path(config: Config, state_dir: Path, identity: GatewayIdentity) ->
             page_size=rc.page_size,
             max_page_size=rc.max_page_size,
         )
-    return ResearchPath(ResearchSink(state_dir, pseudo, store), endpoint, *limits)
+    return ResearchPath(ResearchSink(state_dir, pseudo, store, metrics), endpoint, *limits)

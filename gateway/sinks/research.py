@@ -30,6 +30,7 @@ from gateway.dataspace.eligibility import Eligibility
 from gateway.dataspace.patients import ConsentDb
 from gateway.dataspace.pseudonym import Pseudonymiser
 from gateway.errors import PayloadError, RejectedSinkError, RetryableSinkError
+from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, Reading, Spectrum, Waveform
 from gateway.outbox.store import open_outbox
 from gateway.sinks.influx import InfluxSink, pack_bodies
@@ -135,7 +136,14 @@ def decision_of(f: Filtered) -> tuple[str, str]:
 class ResearchSink:
     name = "research"
 
-    def __init__(self, state_dir: Path, pseudonymiser: Pseudonymiser, store: InfluxSink | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        pseudonymiser: Pseudonymiser,
+        store: InfluxSink | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self._metrics = metrics
         self._db = ConsentDb.open(state_dir)
         self._outbox = open_outbox(state_dir)
         self._pseudo = pseudonymiser
@@ -193,6 +201,8 @@ class ResearchSink:
             raise RetryableSinkError(f"research: recording decisions: {e}") from e
         for r in rows:
             self.decided[r[5]] += 1
+            if self._metrics is not None:
+                self._metrics.consent_decisions.labels(decision=r[5]).inc()
 
     def reseal(self, limit: int) -> int:
         """Re-encrypt up to ``limit`` consent values still under a previous state key (housekeeping's thread)."""
