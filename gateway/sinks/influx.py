@@ -225,6 +225,11 @@ class InfluxSink:
             chunks = await asyncio.to_thread(encode_batches, batches)
         except PayloadError as exc:
             raise RejectedSinkError(f"{self.name}: cannot encode batch as line protocol: {exc}") from exc
+        await self.write_lines(chunks)
+
+    async def write_lines(self, chunks: Sequence[bytes]) -> None:
+        """Write line-protocol chunks (each whole lines) packed into request bodies, as :meth:`write` does:
+        for callers that encode their own points (the research sink's pseudonymised series)."""
         bodies = list(pack_bodies(chunks, self.max_body_bytes))
         if len(bodies) == 1 or self.parallel_writes == 1:
             for body in bodies:

@@ -33,7 +33,7 @@ from gateway.errors import PayloadError, RejectedSinkError, RetryableSinkError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, Reading, Spectrum, Waveform
 from gateway.outbox.store import open_outbox
-from gateway.sinks.influx import InfluxSink, pack_bodies
+from gateway.sinks.influx import InfluxSink
 from gateway.sinks.lineproto import _reading_line, _waveform_lines, escape_measurement, escape_tag
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,7 @@ class ResearchSink:
         except PayloadError as e:
             raise RejectedSinkError(f"research: cannot encode: {e}") from e
         if self._store is not None and chunks:
-            for body in pack_bodies(chunks, self._store.max_body_bytes):
-                await self._store._post_splitting(body)
+            await self._store.write_lines(chunks)
         try:
             await loop.run_in_executor(self._executor, self._record, rows)
         except sqlite3.OperationalError as e:
