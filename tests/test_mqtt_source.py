@@ -215,9 +215,17 @@ async def test_backpressure_holds_messages_unacknowledged(tmp_path: Path, mosqui
     state = tmp_path / "state"
     async with running(_config(state, mosquitto_private)) as gw:
         await _connected(gw)
-        # keep housekeeping (every second) from lifting the back-pressure while the test holds it
+        # keep housekeeping (every second, in a thread) from lifting the back-pressure while the test holds
+        # it; a real pass already in flight would still lift it, so wait until a patched pass has run
         real_pass = gw.housekeeper.run_once
-        gw.housekeeper.run_once = lambda: BudgetVerdict(0, 1, "test: disk budget reached")  # type: ignore[method-assign]
+        patched_passes: list[int] = []
+
+        def over_budget() -> BudgetVerdict:
+            patched_passes.append(1)
+            return BudgetVerdict(0, 1, "test: disk budget reached")
+
+        gw.housekeeper.run_once = over_budget  # type: ignore[method-assign]
+        await wait_until(lambda: len(patched_passes) >= 1, what="a housekeeping pass over budget")
         gw.committer.set_backpressure("test: disk budget reached")
         async with device_client(mosquitto_private, "dev-bp") as dev:
             for seq in range(10):
