@@ -168,11 +168,14 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
     from gateway.devices import DeviceRegistry
     from gateway.errors import RegistryError
     from gateway.pki.ca import SitePki
+    from gateway.pki.kick import disconnect_revoked, probe_certificate
     from gateway.pki.mosquitto import update_brokers
 
     state_dir = _state_dir(args)
     pki = SitePki(state_dir)
     serial, already = pki.revoke_device(args.device_id)
+    kick = not (args.no_reload or args.no_kick)
+    probe = probe_certificate(pki, args.device_id) if kick else None
     print(f"certificate of {args.device_id} (serial {serial:x}) {'was already' if already else 'is now'} in {pki.crl}")
     reg = DeviceRegistry.open(state_dir)
     try:
@@ -193,7 +196,18 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
         print(f"broker {u.config_dir}: crl.pem and acl updated; {how}")
     if not updates:
         print(f"no broker directory known: copy {pki.crl} where the broker's crlfile points and reload it")
-    return 0
+    rc = 0
+    for k in disconnect_revoked(pki, args.device_id, updates, probe) if probe is not None else []:
+        if k.kicked:
+            print(f"broker {k.address}: {args.device_id} cannot connect any more; its {k.detail}")
+        else:
+            rc = 1
+            print(
+                f"broker {k.address}: could not close {args.device_id}'s connection ({k.detail}); it can neither "
+                "read nor write, and is disconnected at its next publish: restart the broker "
+                "(systemctl restart mosquitto) to close it now"
+            )
+    return rc
 
 
 def cmd_pki_issue_gateway(args: argparse.Namespace) -> int:
@@ -290,13 +304,19 @@ def add_pki_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="revoke a device certificate and disable the device",
         description="Add the device's certificate to the CRL (signed by the site CA), disable the device in "
         "the registry, update crl.pem and the ACL in every broker directory `mosquitto-config` wrote, and "
-        "send the running broker SIGHUP: the device can no longer connect, and if connected it is "
-        "disconnected at its next publish.",
+        "send the running broker SIGHUP: the device can no longer connect. A connection it still holds is "
+        "closed at once by taking its session over with a short-lived certificate (revoked right after). "
+        "Exit status 1 when that failed (restart the broker then).",
     )
     _state_args(rv)
     rv.add_argument("device_id", metavar="DEVICE_ID")
     rv.add_argument("--note", help="why (shown in `devices list`)")
-    rv.add_argument("--no-reload", action="store_true", help="do not signal the broker")
+    rv.add_argument("--no-reload", action="store_true", help="do not signal the broker (implies --no-kick)")
+    rv.add_argument(
+        "--no-kick",
+        action="store_true",
+        help="do not close a live connection (the ACL still disconnects the device at its next publish)",
+    )
     rv.set_defaults(func=cmd_pki_revoke)
 
     gw = pki_sub.add_parser(

@@ -31,6 +31,7 @@ from tests.services import MosquittoSite
 TIMEOUT = 10.0
 
 NOT_AUTHORIZED = 0x87
+NO_MATCHING_SUBSCRIBERS = 0x10
 """MQTT v5 reason code "Not authorized" (PUBACK, SUBACK, CONNACK, DISCONNECT)."""
 
 

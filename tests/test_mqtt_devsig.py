@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -32,7 +33,7 @@ from gateway.pipeline import Gateway
 from gateway.pki.ca import SitePki, load_certificate
 from gateway.pki.mosquitto import update_brokers
 from tests.gw import make_config, running, wait_until
-from tests.mqtt_site import NOT_AUTHORIZED, MqttClient, MqttSite, tls_context
+from tests.mqtt_site import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, MqttClient, MqttSite, tls_context
 from tests.mqttgw import committed_keys, hr_frame, mqtt_count, props, quarantine_counts
 
 SIGNED_CT = COSE_CONTENT_TYPE
@@ -322,8 +323,9 @@ async def test_revoke_quarantines_disconnects_and_refuses(
             assert "is now in" in out and "rev-1 disabled" in out and "crl.pem and acl updated" in out
             assert await asyncio.to_thread(dev.publish, _topic("rev-1"), sign(_frame("rev-1", "v1", 5))) == 0
             await wait_until(lambda: _rejected(gw, "revoked") == 1, what="the frame quarantined as revoked")
-            # 2. the broker reloads (SIGHUP): the connected device is disconnected at its next publish
-            assert main(["pki", "revoke", *sd, "rev-1"]) == 0
+            # 2. the broker reloads (SIGHUP), no takeover: the connected device is disconnected at its next
+            # publish (the ACL denies it everything)
+            assert main(["pki", "revoke", *sd, "rev-1", "--no-kick"]) == 0
             out = capsys.readouterr().out
             assert "was already in" in out and f"sent SIGHUP to pid {site.broker.pid}" in out
             rc = 0
@@ -345,6 +347,56 @@ async def test_revoke_quarantines_disconnects_and_refuses(
     assert await asyncio.to_thread(_refused, site, "rev-1")
     assert not await asyncio.to_thread(_refused, site, "ok-1")
     assert sorted(committed_keys(site.state_dir)) == sorted(f"rev-1/v1/{s}" for s in range(5))
+
+
+async def test_revoke_closes_a_silent_connection_at_once(
+    revocation_site: MqttSite, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A revoked device that never publishes is disconnected by the takeover, not left connected."""
+    site = revocation_site
+    pki_files = sorted(p.name for p in site.pki.root.rglob("*"))
+    crl_before = set(site.pki.revoked_serials())
+    dev = await asyncio.to_thread(_connect, site, "rev-1")
+    other = await asyncio.to_thread(_connect, site, "ok-1")
+    try:
+        t0 = time.monotonic()
+        assert await asyncio.to_thread(main, ["pki", "revoke", "--state-dir", str(site.state_dir), "rev-1"]) == 0
+        out = capsys.readouterr().out
+        assert f"sent SIGHUP to pid {site.broker.pid}" in out
+        assert "rev-1 cannot connect any more; its connection closed (session taken over)" in out
+        # Mosquitto 2.0.11 closes the old connection without a DISCONNECT packet (no 0x8E reason code)
+        await asyncio.to_thread(dev.wait_disconnected, 10)
+        assert time.monotonic() - t0 < 10
+        # the device cannot come back, the other device was not touched
+        assert await asyncio.to_thread(_refused, site, "rev-1")
+        assert not other.disconnected.event.is_set()
+        rc = await asyncio.to_thread(other.publish, "ds4h/v1/devices/ok-1/status", b'{"state":"online"}')
+        assert rc in (0, NO_MATCHING_SUBSCRIBERS)  # no gateway runs in this test
+    finally:
+        dev.close()
+        other.close()
+    # the probe and the kicker certificates: never written, both revoked (with the device's)
+    assert sorted(p.name for p in site.pki.root.rglob("*")) == pki_files
+    assert len(set(site.pki.revoked_serials()) - crl_before) == 3
+
+
+def test_listener_address_of_a_broker_directory(tmp_path: Path) -> None:
+    from gateway.pki import PkiError
+    from gateway.pki.kick import listener_address
+
+    conf = tmp_path / "mosquitto.conf"
+    for line, want in [
+        ("listener 8883 10.1.2.3", ("10.1.2.3", 8883)),
+        ("listener 8883 0.0.0.0", ("127.0.0.1", 8883)),
+        ("listener 8883 ::", ("::1", 8883)),
+        ("listener 1884", ("127.0.0.1", 1884)),
+        ("listener 8883 broker.ward.example", ("broker.ward.example", 8883)),
+    ]:
+        conf.write_text(f"# conf\nallow_anonymous false\n{line}\nprotocol mqtt\n")
+        assert listener_address(tmp_path) == want
+    conf.write_text("allow_anonymous false\n")
+    with pytest.raises(PkiError, match="no `listener"):
+        listener_address(tmp_path)
 
 
 def test_revocation_records(revocation_site: MqttSite, capsys: pytest.CaptureFixture[str]) -> None:

@@ -183,6 +183,66 @@ def copy_file(src: Path, dst: Path, mode: int, owner: tuple[int, int] | None = N
     return dst
 
 
+@dataclass(frozen=True, slots=True)
+class Transient:
+    """A certificate and key held in memory only (PEM)."""
+
+    key_pem: bytes
+    cert_pem: bytes
+    serial: int
+
+
+def _leaf(
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    cn: str,
+    san: Iterable[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    lifetime: dt.timedelta,
+    backdate: dt.timedelta = BACKDATE,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new P-256 key and a leaf certificate for it signed by the CA, valid for ``lifetime``."""
+    ca_key, ca_cert = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    # a certificate never outlives its CA
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    org = _site_org(ca_cert)
+    if org:
+        subject.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - backdate)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
 class SitePki:
     """The PKI files of one gateway state directory."""
 
@@ -358,49 +418,24 @@ class SitePki:
     ) -> Issued:
         if not isinstance(days, int) or not 1 <= days <= MAX_LEAF_DAYS:
             raise PkiError(f"validity {days!r} days: use 1 … {MAX_LEAF_DAYS}")
-        ca_key, ca_cert = ca
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        # a certificate never outlives its CA
-        not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-        subject = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        org = _site_org(ca_cert)
-        if org:
-            subject.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(subject))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
+        key, cert = _leaf(ca, cn, san, usage, dt.timedelta(days=days))
         replaced = cert_path.exists() or key_path.exists()
         atomic_write(key_path, _key_pem(key), 0o600)
         atomic_write(cert_path, _cert_pem(cert), 0o644)
         return Issued(cert_path, key_path, cn, cert.not_valid_after_utc, replaced)
+
+    def transient_device_cert(self, device_id: str, lifetime: dt.timedelta) -> Transient:
+        """A short-lived client certificate for ``device_id`` that is never written to disk: what
+        ``pki revoke`` connects with to take over (and so close) a revoked device's connection."""
+        key, cert = _leaf(
+            self.load_ca(),
+            device_id,
+            [x509.UniformResourceIdentifier(f"urn:ds4h:device:{device_id}")],
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+            lifetime,
+            backdate=dt.timedelta(minutes=1),
+        )
+        return Transient(_key_pem(key), _cert_pem(cert), cert.serial_number)
 
     # --- revocation ------------------------------------------------------------------------------
     def revoked_serials(self) -> dict[int, dt.datetime]:
