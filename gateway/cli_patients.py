@@ -29,6 +29,22 @@ def _from(ns: int) -> str | None:
     return None if ns <= -(1 << 62) else _iso(ns)
 
 
+def _reforward(args: argparse.Namespace, db: Any, patient_ids: list[str], *, asked: bool = False) -> None:
+    """Queue earlier batches the change made eligible for the research sink again (gateway/dataspace/reforward.py)."""
+    from gateway.dataspace.reforward import describe, requeue_for_research
+
+    done = requeue_for_research(_state_dir(args), db, patient_ids)
+    line = describe(done)
+    if line:
+        print(line)
+    elif asked:
+        print(
+            "research: the research sink has not run on this state directory"
+            if done is None
+            else "research: no earlier batch to forward again"
+        )
+
+
 def cmd_patients(args: argparse.Namespace) -> int:
     now = time.time_ns()
     if args.patients_cmd == "bind":
@@ -36,10 +52,12 @@ def cmd_patients(args: argparse.Namespace) -> int:
         until = parse_time(args.until, now) if args.until else None
         with _db(args) as db:
             b = db.bind(args.device, args.patient, since, until)
-        print(
-            f"bound device {b.device} to the patient from {_iso(b.from_ns)}"
-            + (f" until {_iso(until)}" if until else "")
-        )
+            print(
+                f"bound device {b.device} to the patient from {_iso(b.from_ns)}"
+                + (f" until {_iso(until)}" if until else "")
+            )
+            if since < now:  # a binding that reaches back may cover readings the research sink judged unbound
+                _reforward(args, db, [args.patient])
         return 0
     if args.patients_cmd == "unbind":
         at = parse_time(args.at, now) if args.at else now
@@ -75,9 +93,15 @@ def cmd_consent(args: argparse.Namespace) -> int:
         result = load_opt_out(args.file) if args.opt_out else load_fhir(args.file)
         with _db(args) as db:
             added, replaced = db.add_consents(result.records)
-        print(f"{args.file}: {added} consent record(s) added, {replaced} replaced, {len(result.skipped)} skipped")
-        for s in result.skipped:
-            print(f"  skipped {s}")
+            print(f"{args.file}: {added} consent record(s) added, {replaced} replaced, {len(result.skipped)} skipped")
+            for s in result.skipped:
+                print(f"  skipped {s}")
+            _reforward(args, db, [r.patient_id for r in result.records if r.decision == "permit"])
+        return 0
+    if args.consent_cmd == "reforward":
+        with _db(args) as db:
+            pids = [args.patient] if args.patient is not None else db.patient_ids()
+            _reforward(args, db, pids, asked=True)
         return 0
     if args.consent_cmd == "audit":
         with _db(args, readonly=True) as db:
@@ -192,6 +216,15 @@ def add_patients_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     _state_args(aud)
     aud.add_argument("--device")
     aud.add_argument("--json", action="store_true")
+    ref = con_sub.add_parser(
+        "reforward",
+        help="queue earlier batches that consent now covers for the research sink again",
+        description="Look for batches the research sink judged not (or not wholly) eligible that the current "
+        "bindings and consents make eligible, and queue them for the research sink again. `consent import` and "
+        "`patients bind --from <past>` do this by themselves.",
+    )
+    _state_args(ref)
+    ref.add_argument("--patient", help="only this patient (default: every patient)")
     rev = con_sub.add_parser(
         "revoke",
         help="revoke consent records",

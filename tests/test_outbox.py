@@ -109,6 +109,41 @@ async def test_dead_letters_and_redrive(tmp_state_dir: Path) -> None:
     assert store.dead_letters("s") == []
 
 
+async def test_batches_queued_again_go_first_once_and_vanish_with_their_envelope(tmp_state_dir: Path) -> None:
+    ident = GatewayIdentity.generate()
+    await _commit(tmp_state_dir, [batch(i) for i in range(50)], ident)
+    await _commit(tmp_state_dir, [batch(i) for i in range(50, 60)], ident)
+    conn = open_outbox(tmp_state_dir)
+    store = OutboxStore(conn, ident.did)
+    store.ensure_sink("s")
+    store.ensure_sink("other")
+    while work := store.next_work("s", 100):
+        store.record("s", work, [])
+    ids = [r[0] for r in conn.execute("SELECT id FROM batches ORDER BY id")]
+    assert store.queue_again("s", [ids[3], ids[55], 10**9]) == 2  # an id not in the outbox is left out
+    assert store.queue_again("s", [ids[3]]) == 0  # already queued
+    assert store.existing_batches([ids[0], 10**9]) == [ids[0]]
+    assert store.has_priority_work("s") and store.queued_again("s") == 2
+    await _commit(tmp_state_dir, [batch(i) for i in range(60, 65)], ident)
+    again = store.next_work("s", 100)
+    assert [(p.lane, store.load([p])[0].key.parts[1]) for p in again] == [("again", 3), ("again", 55)]
+    assert store.next_work("other", 100)[0].lane == "bulk"  # the other sink is not affected
+    store.record("s", again, [])
+    assert store.queued_again("s") == 0
+    rest = store.next_work("s", 100)
+    assert [p.lane for p in rest] == ["bulk"] * 5 and store.pending_stats("s")[0] == 5
+    store.record("s", rest, [])
+    for w in iter(lambda: store.next_work("other", 100), []):
+        store.record("other", w, [])
+    # a queued batch pruned with its (delivered) envelope leaves nothing behind
+    assert store.queue_again("s", [ids[10]]) == 1
+    hk = Housekeeper(conn, GatewayMetrics(), sinks=["s", "other"], retention_s=0, budget_bytes=10**9)
+    assert hk.mark_delivered() == 3
+    assert hk.prune_expired() == 2  # the newest envelope always stays
+    assert store.queued_again("s") == 0 and store.next_work("s", 100) == []
+    conn.close()
+
+
 async def test_archive_retention_and_budget_backpressure(tmp_state_dir: Path) -> None:
     ident = GatewayIdentity.generate()
     await _commit(tmp_state_dir, [batch(i) for i in range(50)], ident)

@@ -6,8 +6,9 @@ What the endpoint and ``dataspace export`` serve (docs/consent.md#endpoint) come
 1. the pseudonym is resolved to a patient (under the current or a previous pseudonym key);
 2. for each of the patient's device bindings, the history of that device inside the binding's period and the
    requested range is read;
-3. a row is kept only when the research sink passed its batch (``research_batches``: eligible or partial — this
-   also names the source envelope) and the patient has an active research consent at the row's time *now*.
+3. a row is kept only when the research sink has decided on its batch (``research_batches``, whatever the
+   decision then — the record names the source envelope) and the patient has an active research consent at the
+   row's time *now* (so a consent entered later covers earlier readings, docs/consent.md#later-consent).
 """
 
 from __future__ import annotations

@@ -379,11 +379,20 @@ class ConsentDb:
         return self.conn.execute(q + " ORDER BY batch_id").fetchall()
 
     def research_spans(self, device: str, since_ns: int, until_ns: int) -> list[tuple[int, int, int]]:
-        """(first_ns, last_ns, envelope_n) of the device's batches the research sink passed (eligible or
-        partial) that overlap [since, until]."""
+        """(first_ns, last_ns, envelope_n) of the device's batches the research sink has decided on (research-path
+        data, whatever the decision then: eligibility is decided again at read time) that overlap [since, until]."""
         return self.conn.execute(
-            "SELECT first_ns, last_ns, envelope_n FROM research_batches WHERE device = ? AND decision != 'not_eligible'"
+            "SELECT first_ns, last_ns, envelope_n FROM research_batches WHERE device = ?"
             " AND first_ns <= ? AND last_ns >= ? ORDER BY first_ns",
+            (device, until_ns, since_ns),
+        ).fetchall()
+
+    def undecided_spans(self, device: str, since_ns: int, until_ns: int) -> list[tuple[int, int, int, str]]:
+        """(batch_id, first_ns, last_ns, decision) of the device's batches the research sink did not pass in full
+        (``partial`` or ``not_eligible``) that overlap [since, until]."""
+        return self.conn.execute(
+            "SELECT batch_id, first_ns, last_ns, decision FROM research_batches WHERE device = ?"
+            " AND decision != 'eligible' AND first_ns <= ? AND last_ns >= ? ORDER BY first_ns",
             (device, until_ns, since_ns),
         ).fetchall()
 

@@ -100,8 +100,14 @@ class Housekeeper:
             return 0
         c = self._conn
         with write_transaction(c):
+            again = c.executemany(
+                "DELETE FROM sink_again WHERE batch_id IN (SELECT id FROM batches WHERE envelope_n = ?)",
+                [(n,) for n in ns],
+            ).rowcount
             c.executemany("DELETE FROM batches WHERE envelope_n = ?", [(n,) for n in ns])
             c.executemany("DELETE FROM envelopes WHERE n = ?", [(n,) for n in ns])
+        if again > 0:
+            log.warning("%d batch(es) queued again for a sink were pruned with their envelopes first", again)
         return len(ns)
 
     def used(self) -> int:

@@ -75,6 +75,16 @@ MIGRATIONS = (
     """,
     # 3: encryption at rest (gateway/state/sealing.py)
     SEALING_MIGRATION,
+    # 4: batches queued again for a sink whose decision about them may have changed (the research sink after a
+    # consent or binding that covers earlier readings: gateway/dataspace/reforward.py)
+    """
+    CREATE TABLE sink_again (
+        sink TEXT NOT NULL,
+        batch_id INTEGER NOT NULL,
+        queued_ns INTEGER NOT NULL,
+        PRIMARY KEY (sink, batch_id)
+    ) WITHOUT ROWID
+    """,
 )
 
 SEALED: tuple[SealedColumn, ...] = (

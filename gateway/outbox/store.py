@@ -1,9 +1,10 @@
 """Read side of the outbox: what a sink still has to get, cursors, dead letters, archive, stats.
 
 Each forwarder owns one :class:`OutboxStore` (its own SQLite connection, used from one thread at a
-time). Delivery order for a sink: dead letters released for re-drive, then urgent batches ahead of the
-cursor, then everything after the cursor in commit order. A batch delivered ahead of the cursor is
-remembered in ``sink_ahead`` so the bulk pass skips it.
+time). Delivery order for a sink: dead letters released for re-drive, then batches queued again for it
+(``sink_again``: delivered before, to be delivered once more), then urgent batches ahead of the cursor,
+then everything after the cursor in commit order. A batch delivered ahead of the cursor is remembered in
+``sink_ahead`` so the bulk pass skips it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gateway.provenance.envelope import Envelope, open_envelope
 from gateway.state.db import Synchronous, connect, write_transaction
 from gateway.state.sealing import cipher_of
 
-Lane = Literal["redrive", "urgent", "bulk"]
+Lane = Literal["redrive", "again", "urgent", "bulk"]
 
 
 class Pending(NamedTuple):
@@ -154,6 +155,17 @@ class OutboxStore:
         if rows:
             return rows
         rows = self._bounded(
+            "again",
+            max_points,
+            self._conn.execute(
+                "SELECT b.id, b.envelope_n, b.idx, b.n_points FROM sink_again a JOIN batches b"
+                " ON b.id = a.batch_id WHERE a.sink = ? ORDER BY b.id LIMIT ?",
+                (sink, limit),
+            ),
+        )
+        if rows:
+            return rows
+        rows = self._bounded(
             "urgent",
             max_points,
             self._conn.execute(
@@ -182,13 +194,14 @@ class OutboxStore:
         return out
 
     def has_priority_work(self, sink: str) -> bool:
-        """Is there a released dead letter or an urgent batch not yet delivered to ``sink``?"""
+        """Is there a released dead letter, a batch queued again or an urgent batch not yet delivered to ``sink``?"""
         cur = self.cursor(sink)
         row = self._conn.execute(
             "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE sink = ? AND state = 'redrive')"
+            " OR EXISTS (SELECT 1 FROM sink_again WHERE sink = ?)"
             " OR EXISTS (SELECT 1 FROM batches WHERE priority > 0 AND id > ?"
             " AND id NOT IN (SELECT batch_id FROM sink_ahead WHERE sink = ?))",
-            (sink, cur, sink),
+            (sink, sink, cur, sink),
         ).fetchone()
         return bool(row[0])
 
@@ -236,6 +249,9 @@ class OutboxStore:
                 conn.executemany(
                     "DELETE FROM dead_letters WHERE sink = ? AND batch_id = ?", [(sink, i) for i in redriven]
                 )
+            again = [p.id for p in done if p.lane == "again"]
+            if again:
+                conn.executemany("DELETE FROM sink_again WHERE sink = ? AND batch_id = ?", [(sink, i) for i in again])
             urgent = [p.id for p in done if p.lane == "urgent"]
             if urgent:
                 conn.executemany(
@@ -253,6 +269,27 @@ class OutboxStore:
                 conn.execute("DELETE FROM sink_ahead WHERE sink = ? AND batch_id <= ?", (sink, top))
         if bulk and self._hot is not None:
             self._hot.delivered_upto(sink, max(bulk))
+
+    def queue_again(self, sink: str, batch_ids: Iterable[int]) -> int:
+        """Queue batches already delivered to ``sink`` for one more delivery (ahead of new data); ids no longer
+        in the outbox (pruned with their envelope) and ids already queued are left out. Returns how many were
+        queued."""
+        now = time.time_ns()
+        with write_transaction(self._conn):
+            cur = self._conn.executemany(
+                "INSERT OR IGNORE INTO sink_again (sink, batch_id, queued_ns)"
+                " SELECT ?, id, ? FROM batches WHERE id = ?",
+                [(sink, now, i) for i in batch_ids],
+            )
+        return max(0, cur.rowcount)
+
+    def existing_batches(self, batch_ids: Iterable[int]) -> list[int]:
+        """Those of ``batch_ids`` still in the outbox (or its archive)."""
+        q = "SELECT 1 FROM batches WHERE id = ?"
+        return [i for i in batch_ids if self._conn.execute(q, (i,)).fetchone() is not None]
+
+    def queued_again(self, sink: str) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM sink_again WHERE sink = ?", (sink,)).fetchone()[0])
 
     def redrive(self, sink: str | None = None) -> int:
         """Release dead letters (of one sink, or all) for another delivery attempt."""

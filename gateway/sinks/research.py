@@ -29,6 +29,7 @@ import numpy as np
 from gateway.dataspace.eligibility import Eligibility
 from gateway.dataspace.patients import ConsentDb
 from gateway.dataspace.pseudonym import Pseudonymiser
+from gateway.dataspace.reforward import RESEARCH_SINK
 from gateway.errors import PayloadError, RejectedSinkError, RetryableSinkError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, Reading, Spectrum, Waveform
@@ -134,7 +135,7 @@ def decision_of(f: Filtered) -> tuple[str, str]:
 
 
 class ResearchSink:
-    name = "research"
+    name = RESEARCH_SINK
 
     def __init__(
         self,
