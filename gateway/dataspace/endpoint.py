@@ -183,7 +183,9 @@ class ObservationEndpoint:
         if offset < 0:
             raise QueryError("_offset must be ≥ 0")
         fmt = "csv" if p.get("_format") == "csv" or "text/csv" in request.headers.get("Accept", "") else "fhir"
-        return Query(pseudonym, since, until, kinds), offset, count, fmt
+        q = Query(pseudonym, since, until, kinds)
+        q.check_format(fmt)
+        return q, offset, count, fmt
 
 
 def _outcome(code: str, text: str) -> dict[str, Any]:

@@ -28,7 +28,12 @@ def add_export_parser(dataspace_sub: argparse._SubParsersAction[argparse.Argumen
     _state_args(ex)
     ex.add_argument("--from", dest="since", help="FHIR dateTime / ISO 8601, or back from now: 1d, 6h (default: all)")
     ex.add_argument("--to", dest="until", help="same forms (default: no end)")
-    ex.add_argument("--kind", action="append", default=[], help="a kind (repeatable; default every kind)")
+    ex.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        help="a kind (repeatable; default every kind but the research sensor's, which are asked for by name)",
+    )
     ex.add_argument("--patient", help="one pseudonym only (default: every bound patient)")
     ex.add_argument("--format", choices=("fhir", "csv"), default="fhir")
     ex.add_argument("--out", type=Path, help="file to write (mode 0600; default standard output)")
@@ -65,6 +70,7 @@ def run_export(args: argparse.Namespace) -> int:
     keys = load_gateway_keys(state_dir, credential, create=False)
     identity = keys.identity
     items = []
+    Query("", kinds=tuple(args.kind)).check_format(args.format)
     with ConsentDb.open(state_dir, readonly=True) as db:
         names = [args.patient] if args.patient else list(all_pseudonyms(db, pseudo))
         for p in names:

@@ -13,7 +13,11 @@ Per observation:
   IEEE 11073 special value (NaN → ``not-a-number``, NRes → ``error``, +INF → ``positive-infinity``, −INF →
   ``negative-infinity``, reserved → ``unsupported``);
 - ``status``: ``final``; ``preliminary`` when the device set measurement-status bits;
-- ECG: ``valueSampledData`` (origin 0 µV, ``period`` in ms, factor 1, dimensions 1, samples space-separated).
+- ECG: ``valueSampledData`` (origin 0 µV, ``period`` in ms, factor 1, dimensions 1, samples space-separated);
+- the research sensor's glucose estimate (asked for by name, ``kind=research-glucose-estimate``): ``status``
+  ``preliminary``, ``meta.tag`` ``urn:ds4h:tag`` ``research-only``, ``meta.security`` v3-ActReason ``HRESCH``
+  (for research use), the private MDC code and a ``code.text`` and ``note`` saying it is no clinical value.
+  Its spectra have no FHIR R4 form (``SampledData`` is over time, not frequency): CSV only.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ _VITAL = frozenset(
      "body_temperature"}
 )  # fmt: skip
 _NS = uuid.UUID("6f1d3c4e-8a0b-5c5e-9f44-0d5b4e3a2c10")
+TAG_SYSTEM = "urn:ds4h:tag"
+RESEARCH_ONLY_TEXT = "Research sensor output (synthetic transfer model in this build): not a clinical value"
+_RESEARCH_META: dict[str, Any] = {
+    "tag": [{"system": TAG_SYSTEM, "code": "research-only", "display": "Research use only: not a clinical value"}],
+    "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"}],
+}
 
 
 def iso(t_ns: int) -> str:
@@ -79,6 +89,8 @@ def _value(v: float, precision: int | None) -> float | int:
 
 def observation(item: Item) -> dict[str, Any]:
     obs: dict[str, Any] = {"resourceType": "Observation", "id": observation_id(item)}
+    if item.spectrum is not None:
+        raise ValueError(f"{item.metric}: a spectrum has no FHIR R4 Observation form (served as CSV)")
     if item.waveform is not None:
         w = item.waveform
         obs["meta"] = {"profile": [PHD_RTSA]}
@@ -111,6 +123,11 @@ def observation(item: Item) -> dict[str, Any]:
                 }
             ]
         obs["code"] = _code(r.metric, r.unit)
+        if METRICS[r.metric].research_only:
+            obs["meta"].update(_RESEARCH_META)
+            obs["status"] = "preliminary"
+            obs["code"]["text"] = RESEARCH_ONLY_TEXT
+            obs["note"] = [{"text": RESEARCH_ONLY_TEXT}]
         if r.value is not None:
             obs["valueQuantity"] = {
                 "value": _value(r.value, None),
@@ -151,7 +168,7 @@ def bundle(
 
 CSV_COLUMNS = (
     "patient", "device", "kind", "metric", "mdc", "loinc", "time", "value", "unit", "absent", "status",
-    "period_ms", "samples", "envelope",
+    "period_ms", "samples", "envelope", "axis_start", "axis_step", "axis_unit",
 )  # fmt: skip
 
 
@@ -164,7 +181,13 @@ def to_csv(items: Sequence[Item]) -> str:
     w.writerow(CSV_COLUMNS)
     for i in items:
         m = METRICS[i.metric]
-        if i.waveform is not None:
+        axis = ["", "", ""]
+        if i.spectrum is not None:
+            sp = i.spectrum
+            unit = sp.unit
+            row = ["", unit, "", "", "", " ".join(repr(float(v)) for v in sp.values.tolist())]
+            axis = [repr(sp.axis_start), repr(sp.axis_step), sp.axis_unit]
+        elif i.waveform is not None:
             wf = i.waveform
             unit = wf.unit
             row = ["", unit, "", "", f"{wf.period_ns / 1e6:g}", " ".join(str(int(s)) for s in wf.samples.tolist())]
@@ -175,6 +198,6 @@ def to_csv(items: Sequence[Item]) -> str:
             row = ["" if r.value is None else repr(r.value), unit, r.absent or "", str(r.status), "", ""]
         w.writerow(
             [i.pseudonym, i.device_pseudonym, kind_of.get(i.metric, ""), i.metric, m.mdc, m.loinc_for(unit) or "",
-             iso(i.t_ns), *row, i.envelope_n]
+             iso(i.t_ns), *row, i.envelope_n, *axis]
         )  # fmt: skip
     return buf.getvalue()

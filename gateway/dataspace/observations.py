@@ -18,13 +18,21 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from gateway.dataspace.eligibility import eligible_intervals
 from gateway.dataspace.patients import FOREVER, ConsentDb
 from gateway.dataspace.pseudonym import Pseudonymiser
 from gateway.errors import GatewayError
-from gateway.sinks.local import HistoryReading, HistoryWaveform, open_history, read_readings, read_waveforms
+from gateway.sinks.local import (
+    HistoryReading,
+    HistorySpectrum,
+    HistoryWaveform,
+    open_history,
+    read_readings,
+    read_spectra,
+    read_waveforms,
+)
 from gateway.vocabulary import METRICS
 
 KINDS: dict[str, tuple[str, ...]] = {
@@ -41,8 +49,17 @@ KINDS: dict[str, tuple[str, ...]] = {
     "ecg": ("ecg", "ecg_lead_i", "ecg_lead_ii"),
     "pleth": ("pleth",),
     "perfusion-index": ("perfusion_index",),
+    # the research sensor (docs/research-sensor.md): served only when asked for by name, flagged research-only
+    "research-glucose-estimate": ("glucose_research_estimate",),
+    "nig-spectrum": ("nig_s21_magnitude", "nig_s21_phase"),
 }  # fmt: skip
 """``kind=`` values of the endpoint and their metrics."""
+
+RESEARCH_ONLY_KINDS = frozenset({"research-glucose-estimate", "nig-spectrum"})
+"""Kinds of a research sensor's output: never a clinical value, so not part of "every kind" (ask by name)."""
+DEFAULT_KINDS = tuple(k for k in KINDS if k not in RESEARCH_ONLY_KINDS)
+CSV_ONLY_KINDS = frozenset({"nig-spectrum"})
+"""Spectra (values over a frequency axis) have no FHIR R4 form (``SampledData`` is over time): CSV only."""
 
 
 class QueryError(GatewayError):
@@ -58,11 +75,18 @@ class Query:
     """Empty: every kind."""
 
     def metrics(self) -> set[str]:
-        kinds = self.kinds or tuple(KINDS)
+        kinds = self.kinds or DEFAULT_KINDS
         for k in kinds:
             if k not in KINDS:
                 raise QueryError(f"kind {k!r} is not one of {', '.join(KINDS)}")
         return {m for k in kinds for m in KINDS[k]}
+
+    def check_format(self, fmt: str) -> None:
+        """Spectra are served as CSV only."""
+        if fmt != "csv":
+            for k in self.kinds:
+                if k in CSV_ONLY_KINDS:
+                    raise QueryError(f"kind {k!r} (spectra) is served as CSV only: ask with _format=csv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +100,10 @@ class Item:
     envelope_n: int
     reading: HistoryReading | None = None
     waveform: HistoryWaveform | None = None
+    spectrum: HistorySpectrum | None = None
+
+
+Shape = Literal["reading", "waveform", "spectrum"]
 
 
 class Key(NamedTuple):
@@ -85,7 +113,7 @@ class Key(NamedTuple):
     metric: str
     device_pseudonym: str
     device: str
-    waveform: bool
+    shape: Shape
     envelope_n: int
 
 
@@ -117,6 +145,7 @@ def select_keys(hist: sqlite3.Connection, db: ConsentDb, pseudo: Pseudonymiser, 
     pid, key_index = found
     windows = eligible_intervals(db.consents(pid))  # consent re-checked now, once per request
     waves = any(METRICS[m].waveform for m in metrics)
+    spectra = any(METRICS[m].spectrum for m in metrics)
     marks = ",".join("?" * len(metrics))
     out: list[Key] = []
     for b in db.bindings_of(pid):
@@ -139,48 +168,64 @@ def select_keys(hist: sqlite3.Connection, db: ConsentDb, pseudo: Pseudonymiser, 
             for t, m in rows:
                 n = _envelope_for(spans, starts, t)
                 if n is not None:
-                    out.append(Key(t, m, pdv, b.device, False, n))
-            if not waves:
-                continue
-            rows = hist.execute(
-                "SELECT start_ns, metric FROM waveforms WHERE device = ? AND start_ns >= ? AND"
-                f" start_ns + (n - 1) * period_ns <= ? AND start_ns <= ? AND metric IN ({marks})",
-                (b.device, lo, hi, hi, *metrics),
-            )
-            for t, m in rows:
-                n = _envelope_for(spans, starts, t)
-                if n is not None:
-                    out.append(Key(t, m, pdv, b.device, True, n))
+                    out.append(Key(t, m, pdv, b.device, "reading", n))
+            if waves:
+                rows = hist.execute(
+                    "SELECT start_ns, metric FROM waveforms WHERE device = ? AND start_ns >= ? AND"
+                    f" start_ns + (n - 1) * period_ns <= ? AND start_ns <= ? AND metric IN ({marks})",
+                    (b.device, lo, hi, hi, *metrics),
+                )
+                for t, m in rows:
+                    n = _envelope_for(spans, starts, t)
+                    if n is not None:
+                        out.append(Key(t, m, pdv, b.device, "waveform", n))
+            if spectra:
+                rows = hist.execute(
+                    f"SELECT t_ns, metric FROM spectra WHERE device = ? AND t_ns >= ? AND t_ns <= ? AND metric IN"
+                    f" ({marks})",
+                    (b.device, lo, hi, *metrics),
+                )
+                for t, m in rows:
+                    n = _envelope_for(spans, starts, t)
+                    if n is not None:
+                        out.append(Key(t, m, pdv, b.device, "spectrum", n))
     out.sort(key=lambda k: (k.t_ns, k.metric, k.device_pseudonym))
     return out
 
 
 def materialise(hist: sqlite3.Connection, keys: Sequence[Key], pseudonym: str) -> list[Item]:
     """The items of ``keys`` (a page) with their values, decrypted."""
-    by_device: dict[tuple[str, bool], list[Key]] = {}
+    by_device: dict[tuple[str, Shape], list[Key]] = {}
     for k in keys:
-        by_device.setdefault((k.device, k.waveform), []).append(k)
-    found: dict[tuple[str, str, int, bool], HistoryReading | HistoryWaveform] = {}
-    for (device, wave), ks in by_device.items():
+        by_device.setdefault((k.device, k.shape), []).append(k)
+    found: dict[tuple[str, str, int, Shape], HistoryReading | HistoryWaveform | HistorySpectrum] = {}
+    for (device, shape), ks in by_device.items():
         lo, hi = min(k.t_ns for k in ks), max(k.t_ns for k in ks)
         wanted = {k.metric for k in ks}
-        if wave:
+        if shape == "waveform":
             for w in read_waveforms(hist, device, None, lo, hi):
                 if w.metric in wanted:
-                    found[(device, w.metric, w.start_ns, True)] = w
+                    found[(device, w.metric, w.start_ns, shape)] = w
+        elif shape == "spectrum":
+            for sp in read_spectra(hist, device, None, lo, hi):
+                if sp.metric in wanted:
+                    found[(device, sp.metric, sp.t_ns, shape)] = sp
         else:
             for r in read_readings(hist, device, None, lo, hi):
                 if r.metric in wanted:
-                    found[(device, r.metric, r.t_ns, False)] = r
+                    found[(device, r.metric, r.t_ns, shape)] = r
     out = []
     for k in keys:
-        v = found.get((k.device, k.metric, k.t_ns, k.waveform))
+        v = found.get((k.device, k.metric, k.t_ns, k.shape))
         if v is None:  # pruned between the two reads: left out
             continue
+        head = (k.t_ns, k.metric, pseudonym, k.device_pseudonym, k.envelope_n)
         if isinstance(v, HistoryWaveform):
-            out.append(Item(k.t_ns, k.metric, pseudonym, k.device_pseudonym, k.envelope_n, waveform=v))
+            out.append(Item(*head, waveform=v))
+        elif isinstance(v, HistorySpectrum):
+            out.append(Item(*head, spectrum=v))
         else:
-            out.append(Item(k.t_ns, k.metric, pseudonym, k.device_pseudonym, k.envelope_n, reading=v))
+            out.append(Item(*head, reading=v))
     return out
 
 
