@@ -132,14 +132,7 @@ def _print_outbox_stats(store: Any, state_dir: Path) -> None:
         history_bytes = used_bytes(hist)
     finally:
         hist.close()
-    sinks = {}
-    for s in store.sinks():
-        depth, age = store.pending_stats(s)
-        sinks[s] = {
-            "pending_batches": depth,
-            "oldest_age_s": round(age, 3),
-            "dead_letters": len(store.dead_letters(s)),
-        }
+    sinks = {s: store.sink_summary(s) for s in store.sinks()}
     _print(
         {
             "sinks": sinks,

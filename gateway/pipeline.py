@@ -443,16 +443,10 @@ class Gateway:
         store = self._hk_store
         outbox: dict[str, Any] = {}
         for sink, *_ in self.sinks:
-            depth, age = store.pending_stats(sink.name)
-            dead = len(store.dead_letters(sink.name))
-            self.metrics.outbox_depth.labels(sink=sink.name).set(depth)
-            self.metrics.outbox_oldest_age.labels(sink=sink.name).set(age)
-            self.metrics.dead_letters.labels(sink=sink.name).set(dead)
-            outbox[sink.name] = {
-                "pending_batches": depth,
-                "oldest_age_s": round(age, 3),
-                "dead_letters": dead,
-            }
+            o = outbox[sink.name] = store.sink_summary(sink.name)
+            self.metrics.outbox_depth.labels(sink=sink.name).set(o["pending_batches"])
+            self.metrics.outbox_oldest_age.labels(sink=sink.name).set(o["oldest_age_s"])
+            self.metrics.dead_letters.labels(sink=sink.name).set(o["dead_letters"])
         return {
             "outbox": outbox,
             "quarantine": store.quarantine_counts(),

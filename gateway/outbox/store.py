@@ -330,6 +330,16 @@ class OutboxStore:
         age = max(0.0, (time.time_ns() - row[0]) / 1e9) if row else 0.0
         return int(count) - int(ahead), age
 
+    def sink_summary(self, sink: str) -> dict[str, Any]:
+        """What ``outbox stats`` and ``/api/v1/stats`` show per sink."""
+        depth, age = self.pending_stats(sink)
+        return {
+            "pending_batches": depth,
+            "oldest_age_s": round(age, 3),
+            "dead_letters": len(self.dead_letters(sink)),
+            "queued_again": self.queued_again(sink),
+        }
+
     def sinks(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT sink FROM sink_cursors ORDER BY sink")]
 
