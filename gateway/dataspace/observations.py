@@ -144,9 +144,17 @@ def select_keys(hist: sqlite3.Connection, db: ConsentDb, pseudo: Pseudonymiser, 
         return []
     pid, key_index = found
     windows = eligible_intervals(db.consents(pid))  # consent re-checked now, once per request
-    waves = any(METRICS[m].waveform for m in metrics)
-    spectra = any(METRICS[m].spectrum for m in metrics)
-    marks = ",".join("?" * len(metrics))
+    ms = {f"m{i}": m for i, m in enumerate(sorted(metrics))}
+    among = f"metric IN ({', '.join(':' + k for k in ms)})"
+
+    def query(table: str, t: str, whole: str = "") -> str:
+        return f"SELECT {t}, metric FROM {table} WHERE device = :dev AND {t} BETWEEN :lo AND :hi{whole} AND {among}"
+
+    queries: list[tuple[Shape, str]] = [("reading", query("readings", "t_ns"))]
+    if any(METRICS[m].waveform for m in metrics):  # a waveform is one observation: all of it within the range
+        queries.append(("waveform", query("waveforms", "start_ns", " AND start_ns + (n - 1) * period_ns <= :hi")))
+    if any(METRICS[m].spectrum for m in metrics):
+        queries.append(("spectrum", query("spectra", "t_ns")))
     out: list[Key] = []
     for b in db.bindings_of(pid):
         b_end = FOREVER if b.until_ns is None else b.until_ns - 1
@@ -160,35 +168,11 @@ def select_keys(hist: sqlite3.Connection, db: ConsentDb, pseudo: Pseudonymiser, 
                 continue
             starts = [s[0] for s in spans]
             pdv = pseudo.device(pid, b.device, key_index)
-            rows = hist.execute(
-                f"SELECT t_ns, metric FROM readings WHERE device = ? AND t_ns >= ? AND t_ns <= ? AND metric IN"
-                f" ({marks})",
-                (b.device, lo, hi, *metrics),
-            )
-            for t, m in rows:
-                n = _envelope_for(spans, starts, t)
-                if n is not None:
-                    out.append(Key(t, m, pdv, b.device, "reading", n))
-            if waves:
-                rows = hist.execute(
-                    "SELECT start_ns, metric FROM waveforms WHERE device = ? AND start_ns >= ? AND"
-                    f" start_ns + (n - 1) * period_ns <= ? AND start_ns <= ? AND metric IN ({marks})",
-                    (b.device, lo, hi, hi, *metrics),
-                )
-                for t, m in rows:
+            for shape, sql in queries:
+                for t, m in hist.execute(sql, {"dev": b.device, "lo": lo, "hi": hi, **ms}):
                     n = _envelope_for(spans, starts, t)
                     if n is not None:
-                        out.append(Key(t, m, pdv, b.device, "waveform", n))
-            if spectra:
-                rows = hist.execute(
-                    f"SELECT t_ns, metric FROM spectra WHERE device = ? AND t_ns >= ? AND t_ns <= ? AND metric IN"
-                    f" ({marks})",
-                    (b.device, lo, hi, *metrics),
-                )
-                for t, m in rows:
-                    n = _envelope_for(spans, starts, t)
-                    if n is not None:
-                        out.append(Key(t, m, pdv, b.device, "spectrum", n))
+                        out.append(Key(t, m, pdv, b.device, shape, n))
     out.sort(key=lambda k: (k.t_ns, k.metric, k.device_pseudonym))
     return out
 
