@@ -30,6 +30,7 @@ from firmware_sim import cli
 from firmware_sim.fleet import DEVICE_ID_RE, Fleet
 from firmware_sim.ingest_client import IngestAuthError, IngestClient, encode_body, source_key_text
 from firmware_sim.physiology import ECG_FS_HZ, ECG_PERIOD_NS, Ecg, Glucose, HeartRate
+from tests.gw import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000
@@ -429,7 +430,8 @@ async def test_client_bad_token_fails_fast(gateway_factory: Callable[..., Awaita
 # ---------------------------------------------------------------------------- CLI: http, flood
 
 
-async def run_cli(*args: str, stop_after: float | None = None) -> tuple[int, dict[str, Any]]:
+async def run_cli(*args: str, stop_when: Callable[[], bool] | None = None) -> tuple[int, dict[str, Any]]:
+    """Run ``python -m firmware_sim ARGS``; with ``stop_when``, send SIGTERM once it holds (within 60 s)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -440,9 +442,11 @@ async def run_cli(*args: str, stop_after: float | None = None) -> tuple[int, dic
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    if stop_after is not None:
-        await asyncio.sleep(stop_after)
-        proc.send_signal(signal.SIGTERM)
+    if stop_when is not None:
+        try:
+            await wait_until(stop_when, timeout=60, what="the condition to stop the simulator")
+        finally:
+            proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     lines = out.decode().strip().splitlines()
@@ -476,7 +480,10 @@ async def test_cli_http_stops_on_sigterm(
     gw = await gateway_factory()
     token = tmp_path / "control.token"
     token.write_text(TOKEN)
-    rc, summary = await run_cli("http", "--url", gw.url, "--token-file", str(token), stop_after=3.0)
+    # SIGTERM once three frames are in: the first request implies the signal handler is installed
+    rc, summary = await run_cli(
+        "http", "--url", gw.url, "--token-file", str(token), stop_when=lambda: len(gw.committed) >= 3
+    )
     assert rc == 0 and summary["pending"] == 0 and summary["acked"] >= 3
 
 

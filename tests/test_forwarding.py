@@ -128,7 +128,13 @@ async def test_urgent_batch_overtakes_a_backlog(tmp_state_dir: Path, vm_private:
                 "key": ["boot1", 1],
                 "readings": [{"metric": "glucose_isf", "v": 55, "u": "mg/dL", "t": 1_780_000_000_000_000_000}],
             }
+            n = len(proxy.requests)
             await post(gw, [hypo])
+            # the round in flight must be the urgent one before the store comes back (a bulk retry that had
+            # already passed its priority check could otherwise be the first write after the outage)
+            await wait_until(
+                lambda: any(r.status == 503 and r.body_size < 400 for r in proxy.requests[n:]), what="urgent tried"
+            )
             proxy.reset()
             await wait_until(lambda: forwarded(gw) == 1001, timeout=30, what="everything delivered")
             paths = [r for r in proxy.requests if r.status == 204]

@@ -82,6 +82,8 @@ async def test_mqtt_refusals_log_no_patient_data(
         cbor2.dumps({"not": "senml", "x": RAW}),
     ]
     async with running(cfg) as gw:
+        assert gw.mqtt is not None
+        await asyncio.wait_for(gw.mqtt.connected.wait(), 20)  # frames before its subscription would be dropped
         async with device_client(mosquitto, f"dev-{device}") as dev:
             for f in frames:
                 await publish(dev, device, f)

@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _wait_for_control(state: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
+def _wait_for_control(state: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     control = state / "control.json"
     while not control.exists():
