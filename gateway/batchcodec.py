@@ -16,7 +16,15 @@ trailing element::
      [[metric, unit, t_ns, axis_start, axis_step, axis_unit, tq, values as float32 little-endian bytes], ...]
 
 (``axis_start`` and ``axis_step`` always as floats). A batch without spectra is always version 1, byte
-for byte as before spectra existed, so envelopes signed earlier still verify. The decoder reads both.
+for byte as before spectra existed, so envelopes signed earlier still verify.
+
+A batch decoded from a device-signed message (``Batch.evidence``) is written in layout version 3: version
+2's array (its spectra possibly empty) with version 3 and one more trailing element, the device's tagged
+COSE_Sign1 as bytes::
+
+     evidence
+
+The decoder reads all three.
 """
 
 from __future__ import annotations
@@ -33,13 +41,16 @@ LAYOUT_VERSION = 1
 """Layout of a batch without spectra."""
 LAYOUT_VERSION_SPECTRA = 2
 """Layout of a batch with spectra (version 1 plus a trailing array of spectra)."""
+LAYOUT_VERSION_EVIDENCE = 3
+"""Layout of a batch with the device's signed message (version 2 plus its bytes)."""
 _LE_I32 = np.dtype("<i4")
 _LE_F32 = np.dtype("<f4")
 
 
 def batch_to_obj(b: Batch) -> list[Any]:
+    version = LAYOUT_VERSION_EVIDENCE if b.evidence else LAYOUT_VERSION_SPECTRA if b.spectra else LAYOUT_VERSION
     obj: list[Any] = [
-        LAYOUT_VERSION_SPECTRA if b.spectra else LAYOUT_VERSION,
+        version,
         [b.key.device_id, *b.key.parts],
         b.received_ns,
         int(b.priority),
@@ -50,7 +61,7 @@ def batch_to_obj(b: Batch) -> list[Any]:
             for w in b.waveforms
         ],
     ]
-    if b.spectra:
+    if version >= LAYOUT_VERSION_SPECTRA:
         obj.append(
             [
                 [
@@ -66,6 +77,8 @@ def batch_to_obj(b: Batch) -> list[Any]:
                 for s in b.spectra
             ]
         )
+    if version == LAYOUT_VERSION_EVIDENCE:
+        obj.append(bytes(b.evidence))
     return obj
 
 
@@ -87,21 +100,27 @@ def batch_from_obj(o: Any) -> Batch:
     """Rebuild a batch from its decoded layout (trusted: it comes from a signed envelope)."""
     try:
         version = o[0]
+        evidence = b""
         if version == LAYOUT_VERSION:
             _, key, received_ns, priority, kind, rows, waves = o
             spectra: tuple[Spectrum, ...] = ()
         elif version == LAYOUT_VERSION_SPECTRA:
             _, key, received_ns, priority, kind, rows, waves, spec_rows = o
             spectra = tuple(map(_spectrum, spec_rows))
+        elif version == LAYOUT_VERSION_EVIDENCE:
+            _, key, received_ns, priority, kind, rows, waves, spec_rows, evidence = o
+            spectra = tuple(map(_spectrum, spec_rows))
+            if not isinstance(evidence, bytes) or not evidence:
+                raise PayloadError("batch evidence must be the device's signed message (bytes)")
         else:
-            raise PayloadError(f"batch layout version {version!r} is not {LAYOUT_VERSION} or {LAYOUT_VERSION_SPECTRA}")
+            raise PayloadError(f"batch layout version {version!r} is not 1, 2 or 3")
         readings = tuple(map(_make_reading, rows))  # a row of the wrong length raises TypeError
         waveforms = tuple(
             Waveform(m, u, t0, per, np.frombuffer(raw, dtype=_LE_I32).astype(np.int32), tq)
             for m, u, t0, per, tq, raw in waves
         )
         skey = SourceKey.trusted(key[0], tuple(key[1:]))
-        return Batch(skey, received_ns, readings, waveforms, Priority(priority), kind, spectra)
+        return Batch(skey, received_ns, readings, waveforms, Priority(priority), kind, spectra, evidence)
     except PayloadError:
         raise
     except (TypeError, ValueError, IndexError, KeyError) as e:

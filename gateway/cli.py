@@ -491,6 +491,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "signers": {
                     d: {"first": s.first, "last": s.last, "envelopes": s.count} for d, s in report.signers.items()
                 },
+                "device_signed_batches": report.device_signed,
+                "device_keys": dict(sorted(report.device_keys.items())),
             }
         )
         return 0 if report.ok else 1
@@ -508,6 +510,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"key history: {len(report.key_dids)} key(s)")
     for did, s in report.signers.items():
         print(f"  signer {did}: envelopes {s.first}…{s.last} ({s.count})")
+    if report.device_signed or report.device_keys:
+        print(f"device signatures: {report.device_signed} batch(es) match what their device signed")
+        for device, did in sorted(report.device_keys.items()):
+            print(f"  device {device}: {did}")
     if args.did:
         print(f"identity: checked against --did {args.did}")
     else:

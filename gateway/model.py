@@ -245,6 +245,10 @@ class Batch:
     """Device kind/profile the batch came from (e.g. ``heart_rate``, ``cgm``)."""
     spectra: tuple[Spectrum, ...] = ()
     """Spectra of the event (research sensors); each bin is one point in a time-series store."""
+    evidence: bytes = field(default=b"", repr=False)
+    """The device's own signed message this batch was decoded from (a tagged COSE_Sign1 as the device sent
+    it, verified at ingest; docs/provenance.md "Device signatures"), empty when the device did not sign.
+    Carried into the envelope so that a third party can check the readings against the device's key."""
     n_points: int = field(init=False, compare=False, repr=False)
     """Points this batch becomes in a time-series store (readings + waveform samples + spectrum bins)."""
 

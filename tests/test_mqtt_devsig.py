@@ -32,6 +32,7 @@ from gateway.errors import RegistryError
 from gateway.pipeline import Gateway
 from gateway.pki.ca import SitePki, load_certificate
 from gateway.pki.mosquitto import update_brokers
+from gateway.provenance.verify import verify_export
 from tests.gw import make_config, running, wait_until
 from tests.mqtt_site import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, MqttClient, MqttSite, tls_context
 from tests.mqttgw import committed_keys, hr_frame, mqtt_count, props, quarantine_counts
@@ -240,6 +241,18 @@ async def test_signed_frames_from_the_simulated_device(signing_site: MqttSite) -
         finally:
             await asyncio.to_thread(fleet.close)
         assert mqtt_count(gw, "committed") == 200 and mqtt_count(gw, "quarantined") == 0
+        did = gw.identity.did
+    # the signed messages travel inside the gateway's envelopes: an export shows every batch matches them
+    out = site.state_dir.parent / "signed.cborseq"
+    assert main(["outbox", "export", "--state-dir", str(site.state_dir), "--since", "1h", "--out", str(out)]) == 0
+    report = verify_export(out, did)
+    assert report.ok, report.problems
+    assert report.batches == report.device_signed == 200
+    reg = DeviceRegistry.open(site.state_dir)
+    try:
+        assert report.device_keys == {d: reg.get(d).public_key for d in ("sig-a", "sig-b")}  # type: ignore[union-attr]
+    finally:
+        reg.close()
 
 
 async def test_replay_protection_survives_a_gateway_restart(signing_site: MqttSite) -> None:

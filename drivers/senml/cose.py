@@ -173,6 +173,13 @@ def _headers(prot: Mapping[Any, Any], unprot: Mapping[Any, Any]) -> tuple[int, b
     return alg, kid
 
 
+def tagged_sign1(message: bytes) -> bytes:
+    """The message with CBOR tag 18 in front (a device may send it untagged under the COSE content type; the
+    tag is not signed, RFC 9052 §4.4, so adding it keeps the message verifiable on its own)."""
+    message = bytes(message)
+    return message if message[:1] == b"\xd2" else b"\xd2" + message
+
+
 def external_aad(topic: str) -> bytes:
     """What binds a device's signature to its topic (and so to its device id)."""
     return topic.encode("utf-8")

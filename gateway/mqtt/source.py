@@ -31,7 +31,7 @@ import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 
 from drivers.senml.codec import SENML_CBOR
-from drivers.senml.cose import Sign1, external_aad, looks_signed, parse_sign1
+from drivers.senml.cose import Sign1, external_aad, looks_signed, parse_sign1, tagged_sign1
 from drivers.senml.profile import Frame, decode_frame, read_header
 from gateway.backoff import backoff_delay
 from gateway.clock import ClockMonitor
@@ -488,6 +488,7 @@ class MqttSource:
             priority=self._rules.classify(frame.readings),
             kind=device.kind,
             spectra=frame.spectra,
+            evidence=b"" if a.sign1 is None else tagged_sign1(a.msg.payload),
         )
         return batch, st
 

@@ -8,7 +8,9 @@ Checks, in file order (every problem is listed; the first one names the first ba
 3. every data envelope is signed by the key the history makes current for its number, its number is
    one more than the one before, its ``prev`` is the hash of the one before;
 4. the file ends with exactly one trailer, signed by the history's current key, whose first/last
-   number, count, first/last envelope hash and key-history head equal what came before it.
+   number, count, first/last envelope hash and key-history head equal what came before it;
+5. every batch that carries its device's signed message (``gateway.provenance.evidence``) matches it and
+   the device signature verifies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gateway.dataspace.bundlesig import BundleReport
 from gateway.errors import PayloadError, ProvenanceError
 from gateway.provenance.chain import ChainChecker
 from gateway.provenance.envelope import Envelope, envelope_hash
+from gateway.provenance.evidence import EvidenceError, check_evidence
 from gateway.provenance.export import TRAILER_TYPE, Trailer, iter_items, open_trailer
 from gateway.provenance.keyhistory import KEY_RECORD_TYPE, KeyHistory, peek_type
 
@@ -52,6 +55,10 @@ class ExportReport:
     first_reading_ns: int | None = None
     last_reading_ns: int | None = None
     signers: dict[str, SignerSpan] = field(default_factory=dict)
+    device_signed: int = 0
+    """Batches whose device signature (carried in the envelope) was checked and holds."""
+    device_keys: dict[str, str] = field(default_factory=dict)
+    """Device id → the did:key that signed its batches."""
     trailer: Trailer | None = None
 
     @property
@@ -143,7 +150,15 @@ class _Verifier:
             self.problem(f"envelope {env.number}: signed, but a batch does not decode: {e}")
             return
         times: list[int] = []
-        for b in batches:
+        for i, b in enumerate(batches):
+            if b.evidence:
+                try:
+                    did = check_evidence(b)
+                except EvidenceError as e:
+                    self.problem(f"envelope {env.number} batch {i + 1}: {e}")
+                else:
+                    r.device_signed += 1
+                    r.device_keys[b.device_id] = did
             r.batches += 1
             r.devices.add(b.device_id)
             r.readings += len(b.readings)
