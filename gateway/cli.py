@@ -492,7 +492,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     d: {"first": s.first, "last": s.last, "envelopes": s.count} for d, s in report.signers.items()
                 },
                 "device_signed_batches": report.device_signed,
-                "device_keys": dict(sorted(report.device_keys.items())),
+                "device_keys": {d: sorted(k) for d, k in sorted(report.device_keys.items())},
+                "batches_by_device": {
+                    d: {"device_signed": c[0], "unsigned": c[1]} for d, c in sorted(report.batches_by_device.items())
+                },
             }
         )
         return 0 if report.ok else 1
@@ -512,8 +515,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"  signer {did}: envelopes {s.first}…{s.last} ({s.count})")
     if report.device_signed or report.device_keys:
         print(f"device signatures: {report.device_signed} batch(es) match what their device signed")
-        for device, did in sorted(report.device_keys.items()):
-            print(f"  device {device}: {did}")
+        for device, keys in sorted(report.device_keys.items()):
+            signed, unsigned = report.batches_by_device.get(device, [0, 0])
+            mixed = f", {unsigned} without a device signature" if unsigned else ""
+            many = " (more than one key: compare with the provisioning records)" if len(keys) > 1 else ""
+            print(f"  device {device}: {signed} signed{mixed}; key(s) {', '.join(sorted(keys))}{many}")
     if args.did:
         print(f"identity: checked against --did {args.did}")
     else:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from gateway.dataspace.patients import ConsentDb
 from gateway.dataspace.pseudonym import open_pseudonymiser
@@ -85,3 +86,36 @@ async def test_a_later_consent_and_a_later_binding_reach_back(
         finally:
             conn.close()
         assert gw.counters()["readings_lost"] == 0
+
+
+async def test_a_consent_imported_while_the_sink_decides_is_not_missed(
+    tmp_state_dir: Path, tmp_path: Path, victoria_metrics: VictoriaMetrics, vm_private: VictoriaMetrics
+) -> None:
+    """The import lands after the sink read the consent state and before it recorded its decisions: the
+    import cannot see those decisions yet, so the sink itself decides that round again."""
+    state = tmp_state_dir
+    sd = ("--state-dir", str(state))
+    cfg = _research_config(state, victoria_metrics, vm_private)
+    fb = tmp_path / "b.json"
+    fb.write_text(json.dumps([consent("b1", B)]))
+    async with running(cfg) as gw:
+        assert gw.research is not None
+        sink = gw.research.sink
+        _cli("patients", "bind", B, "cgm-1", "--from", "1d", *sd)
+        real = sink._record
+        printed: list[str] = []
+
+        def consent_arrives_mid_round(rows: Any, version: int) -> None:
+            if not printed and any(r[2] == "cgm-1" for r in rows):
+                printed.append(_cli("consent", "import", str(fb), *sd))
+            real(rows, version)
+
+        sink._record = consent_arrives_mid_round  # type: ignore[method-assign]
+        t0 = time.time_ns() - 300 * 10**9
+        status, _ = await post(gw, [b for b in _batches(1, t0) if b["device"] == "cgm-1"])
+        assert status == 200
+        await wait_until(lambda: bool(printed), what="the import during the round")
+        assert "queued again" not in printed[0]  # the round's decisions were not recorded yet
+        psn_b = open_pseudonymiser(state).patient(B)
+        await asyncio.to_thread(vm_private.wait_for_points, f'glucose_isf_value{{patient="{psn_b}"}}', 1)
+        await wait_until(lambda: _decisions(state)["cgm-1"] == {("eligible", "eligible")}, what="decided again")

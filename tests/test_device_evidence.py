@@ -179,9 +179,66 @@ def test_verify_names_the_batch_a_gateway_altered(tmp_path: Path) -> None:
         return path
 
     good = verify_export(export(honest, "honest.cborseq"), gw.did)
-    assert good.ok and good.device_signed == 3 and good.device_keys == {"ev-1": sign.did}
+    assert good.ok and good.device_signed == 3 and good.device_keys == {"ev-1": {sign.did}}
+    assert good.batches_by_device == {"ev-1": [3, 0]}
     bad = verify_export(export([honest[0], lying, honest[2]], "lying.cborseq"), gw.did)
     assert not bad.ok and bad.device_signed == 2
     assert bad.problems == [
         "envelope 2 batch 1: device ev-1: reading 1 (heart_rate) differs from what the device signed"
+    ]
+
+
+def test_a_stripped_signature_and_a_second_key_show_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway can drop the carried message (the batch is then only as good as the gateway's word) or sign
+    with a key it made up: verify cannot call either a forgery, but its summary shows both."""
+    from gateway.cli import main
+
+    gw = GatewayIdentity.generate()
+    history = KeyHistory([build_key_record(gw, gw, 1, GENESIS_PREV, 1, 1)])
+    real, made_up = _signer("ev-1"), _signer("ev-1")
+    batches = [_decoded("ev-1", real(_two_readings("ev-1", s))) for s in range(1, 4)]
+    batches.append(_decoded("ev-1", made_up(_two_readings("ev-1", 4))))
+    b = batches[1]
+    batches[1] = Batch(b.key, b.received_ns, b.readings, kind=b.kind)  # the evidence stripped
+    envelopes, prev = [], GENESIS_PREV
+    for n, x in enumerate(batches, 1):
+        env = build_envelope(gw, n, prev, 1_000 + n, [encode_batch(x)])
+        envelopes.append(env)
+        prev = envelope_hash(env)
+    path = tmp_path / "mixed.cborseq"
+    write_export_file(path, gw, history, envelopes, since_ns=None, until_ns=None, created_ns=5_000)
+    report = verify_export(path, gw.did)
+    assert report.ok  # every signature that is there holds
+    assert report.batches_by_device == {"ev-1": [3, 1]}
+    assert report.device_keys == {"ev-1": {real.did, made_up.did}}
+    assert main(["verify", str(path), "--did", gw.did]) == 0
+    out = capsys.readouterr().out
+    assert "device ev-1: 3 signed, 1 without a device signature; key(s)" in out
+    assert "(more than one key: compare with the provisioning records)" in out
+
+
+def test_a_malformed_batch_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """An export is untrusted input: a batch signed into an envelope by a made-up gateway key with fields no
+    gateway writes must be reported, never raise."""
+    b = _decoded("ev-1", _signer("ev-1")(_two_readings("ev-1", 3)))
+    odd = Batch(b.key, "not a time", b.readings, kind=b.kind, evidence=b.evidence)  # type: ignore[arg-type]
+    with pytest.raises(EvidenceError, match="malformed batch"):
+        check_evidence(odd)
+    gw = GatewayIdentity.generate()
+    history = KeyHistory([build_key_record(gw, gw, 1, GENESIS_PREV, 1, 1)])
+    odd_times = Batch(b.key, b.received_ns, (b.readings[0]._replace(device_time_ns="late"),), kind=b.kind)  # type: ignore[arg-type]
+    envelopes, prev = [], GENESIS_PREV
+    for n, x in enumerate([odd, odd_times, b], 1):
+        env = build_envelope(gw, n, prev, 1_000 + n, [encode_batch(x), encode_batch(b)])
+        envelopes.append(env)
+        prev = envelope_hash(env)
+    path = tmp_path / "odd.cborseq"
+    write_export_file(path, gw, history, envelopes, since_ns=None, until_ns=None, created_ns=5_000)
+    report = verify_export(path, gw.did)
+    assert not report.ok
+    assert report.problems == [
+        "envelope 1 batch 1: device ev-1: a malformed batch (TypeError)",
+        "envelope 2: signed, but a batch is malformed (TypeError)",
     ]

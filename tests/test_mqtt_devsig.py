@@ -250,7 +250,8 @@ async def test_signed_frames_from_the_simulated_device(signing_site: MqttSite) -
     assert report.batches == report.device_signed == 200
     reg = DeviceRegistry.open(site.state_dir)
     try:
-        assert report.device_keys == {d: reg.get(d).public_key for d in ("sig-a", "sig-b")}  # type: ignore[union-attr]
+        assert report.device_keys == {d: {reg.get(d).public_key} for d in ("sig-a", "sig-b")}  # type: ignore[union-attr]
+        assert report.batches_by_device == {"sig-a": [100, 0], "sig-b": [100, 0]}
     finally:
         reg.close()
 
@@ -393,6 +394,9 @@ async def test_revoke_closes_a_silent_connection_at_once(
     assert len(set(site.pki.revoked_serials()) - crl_before) == 3
 
 
+TAKEOVER = "use_identity_as_username true\nuse_username_as_clientid true\n"
+
+
 def test_listener_address_of_a_broker_directory(tmp_path: Path) -> None:
     from gateway.pki import PkiError
     from gateway.pki.kick import listener_address
@@ -405,11 +409,22 @@ def test_listener_address_of_a_broker_directory(tmp_path: Path) -> None:
         ("listener 1884", ("127.0.0.1", 1884)),
         ("listener 8883 broker.ward.example", ("broker.ward.example", 8883)),
     ]:
-        conf.write_text(f"# conf\nallow_anonymous false\n{line}\nprotocol mqtt\n")
+        conf.write_text(f"# conf\nallow_anonymous false\n{line}\nprotocol mqtt\n{TAKEOVER}")
         assert listener_address(tmp_path) == want
-    conf.write_text("allow_anonymous false\n")
-    with pytest.raises(PkiError, match="no `listener"):
-        listener_address(tmp_path)
+    for text, why in [
+        (f"allow_anonymous false\n{TAKEOVER}", "found 0"),
+        (f"listener 8883\nlistener 1883 127.0.0.1\n{TAKEOVER}", "found 2"),
+        ("listener 8883\nuse_identity_as_username true\n", "use_username_as_clientid true"),
+        ("listener 8883\n#use_identity_as_username true\nuse_username_as_clientid true\n", "use_identity_as"),
+    ]:
+        conf.write_text(text)
+        with pytest.raises(PkiError, match=why):
+            listener_address(tmp_path)
+    # what `pki mosquitto-config` writes passes
+    from gateway.pki.mosquitto import render_mosquitto_conf
+
+    conf.write_text(render_mosquitto_conf(config_dir=tmp_path))
+    assert listener_address(tmp_path) == ("127.0.0.1", 8883)
 
 
 def test_revocation_records(revocation_site: MqttSite, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ from gateway.model import Batch, Priority, Reading, SourceKey
 from gateway.outbox.committer import CommitResult, Committer
 from gateway.outbox.housekeeping import Housekeeper
 from gateway.outbox.schema import MIGRATIONS
-from gateway.outbox.store import OutboxStore, open_outbox
+from gateway.outbox.store import BatchRef, OutboxStore, open_outbox
 from gateway.provenance.identity import GatewayIdentity
 from gateway.state.db import connect
 
@@ -119,28 +119,70 @@ async def test_batches_queued_again_go_first_once_and_vanish_with_their_envelope
     store.ensure_sink("other")
     while work := store.next_work("s", 100):
         store.record("s", work, [])
-    ids = [r[0] for r in conn.execute("SELECT id FROM batches ORDER BY id")]
-    assert store.queue_again("s", [ids[3], ids[55], 10**9]) == 2  # an id not in the outbox is left out
-    assert store.queue_again("s", [ids[3]]) == 0  # already queued
-    assert store.existing_batches([ids[0], 10**9]) == [ids[0]]
+    refs = [BatchRef(*r) for r in conn.execute("SELECT id, envelope_n, device_id FROM batches ORDER BY id")]
+    # an id not in the outbox, or one that names another batch (a recreated outbox reuses ids), is gone
+    unknown, other_envelope = BatchRef(10**9, 1, "hr-1"), refs[4]._replace(envelope_n=99)
+    assert store.queue_again("s", [refs[3], refs[55], unknown, other_envelope]) == (2, 2)
+    assert store.queue_again("s", [refs[3]]) == (1, 0)  # already queued: queued anew, still once
     assert store.has_priority_work("s") and store.queued_again("s") == 2
     await _commit(tmp_state_dir, [batch(i) for i in range(60, 65)], ident)
     again = store.next_work("s", 100)
     assert [(p.lane, store.load([p])[0].key.parts[1]) for p in again] == [("again", 3), ("again", 55)]
     assert store.next_work("other", 100)[0].lane == "bulk"  # the other sink is not affected
+    store.queue_again("s", [refs[55]])  # queued again while that delivery is under way: it must happen once more
     store.record("s", again, [])
-    assert store.queued_again("s") == 0
+    assert store.queued_again("s") == 1
+    (once_more,) = store.next_work("s", 100)
+    assert once_more.lane == "again" and once_more.id == refs[55].id
+    store.record("s", [once_more], [])
     rest = store.next_work("s", 100)
     assert [p.lane for p in rest] == ["bulk"] * 5 and store.pending_stats("s")[0] == 5
     store.record("s", rest, [])
     for w in iter(lambda: store.next_work("other", 100), []):
         store.record("other", w, [])
     # a queued batch pruned with its (delivered) envelope leaves nothing behind
-    assert store.queue_again("s", [ids[10]]) == 1
+    assert store.queue_again("s", [refs[10]]) == (1, 0)
     hk = Housekeeper(conn, GatewayMetrics(), sinks=["s", "other"], retention_s=0, budget_bytes=10**9)
     assert hk.mark_delivered() == 3
     assert hk.prune_expired() == 2  # the newest envelope always stays
     assert store.queued_again("s") == 0 and store.next_work("s", 100) == []
+    conn.close()
+
+
+async def test_a_dead_letter_of_a_batch_queued_again_keeps_its_envelope(tmp_state_dir: Path) -> None:
+    ident = GatewayIdentity.generate()
+    await _commit(tmp_state_dir, [batch(i) for i in range(5)], ident)
+    await _commit(tmp_state_dir, [batch(i) for i in range(5, 10)], ident)
+    conn = open_outbox(tmp_state_dir)
+    store = OutboxStore(conn, ident.did)
+    store.ensure_sink("s")
+    for w in iter(lambda: store.next_work("s", 100), []):
+        store.record("s", w, [])
+    hk = Housekeeper(conn, GatewayMetrics(), sinks=["s"], retention_s=3600, budget_bytes=10**9)
+    assert hk.mark_delivered() == 2
+    first = BatchRef(*conn.execute("SELECT id, envelope_n, device_id FROM batches ORDER BY id LIMIT 1").fetchone())
+    store.queue_again("s", [first])
+    (p,) = store.next_work("s", 100)
+    store.record("s", [], [(p, "400 rejected")])  # the store rejects it this time
+    assert [d["state"] for d in store.dead_letters("s")] == ["dead"]
+    expired = Housekeeper(conn, GatewayMetrics(), sinks=["s"], retention_s=0, budget_bytes=10**9)
+    assert expired.prune_expired() == 0  # its envelope stays while the dead letter needs it
+    assert store.redrive("s") == 1
+    (p,) = store.next_work("s", 100)
+    assert p.lane == "redrive"
+    store.record("s", [p], [])
+    assert store.dead_letters("s") == [] and expired.prune_expired() == 1
+    # delivered through the again lane, an older dead letter of the batch is done with too
+    second = BatchRef(*conn.execute("SELECT id, envelope_n, device_id FROM batches ORDER BY id LIMIT 1").fetchone())
+    assert second.envelope_n == 2
+    store.queue_again("s", [second])
+    (p,) = store.next_work("s", 100)
+    store.record("s", [], [(p, "503 then 400")])
+    store.queue_again("s", [second])
+    (p,) = store.next_work("s", 100)
+    assert p.lane == "again"
+    store.record("s", [p], [])
+    assert store.dead_letters("s") == []
     conn.close()
 
 

@@ -387,11 +387,11 @@ class ConsentDb:
             (device, until_ns, since_ns),
         ).fetchall()
 
-    def undecided_spans(self, device: str, since_ns: int, until_ns: int) -> list[tuple[int, int, int, str]]:
-        """(batch_id, first_ns, last_ns, decision) of the device's batches the research sink did not pass in full
-        (``partial`` or ``not_eligible``) that overlap [since, until]."""
+    def undecided_spans(self, device: str, since_ns: int, until_ns: int) -> list[tuple[int, int, int, int, str]]:
+        """(batch_id, envelope_n, first_ns, last_ns, decision) of the device's batches the research sink did not
+        pass in full (``partial`` or ``not_eligible``) that overlap [since, until]."""
         return self.conn.execute(
-            "SELECT batch_id, first_ns, last_ns, decision FROM research_batches WHERE device = ?"
+            "SELECT batch_id, envelope_n, first_ns, last_ns, decision FROM research_batches WHERE device = ?"
             " AND decision != 'eligible' AND first_ns <= ? AND last_ns >= ? ORDER BY first_ns",
             (device, until_ns, since_ns),
         ).fetchall()

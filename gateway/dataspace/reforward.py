@@ -12,6 +12,11 @@ store is harmless (same series and time).
 Only batches still in the outbox or its archive (``provenance.archive_retention_days``) can be forwarded again;
 the others are counted and reported. The endpoint and ``dataspace export`` need none of this: they decide
 again on every request.
+
+A change that lands while the research sink is deciding a round (after it read bindings and consent, before it
+recorded the round) is not missed: the sink notices that ``consent.db`` changed meanwhile (``PRAGMA
+data_version``) and queues that round's not wholly eligible batches again itself; and queueing a batch that
+is being delivered again queues it anew rather than being absorbed by that delivery.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from gateway.dataspace.eligibility import eligible_intervals
 from gateway.dataspace.patients import FOREVER, ConsentDb
+from gateway.outbox.store import BatchRef, OutboxStore, open_outbox
 
 RESEARCH_SINK = "research"
 """The research sink's name (its outbox cursor)."""
@@ -29,19 +35,17 @@ RESEARCH_SINK = "research"
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
-    candidates: int
-    """Recorded decisions the change may overturn."""
     queued: int
-    """Batches queued again (not counting those already waiting in the queue)."""
+    """Batches queued again for the research sink."""
     gone: int
     """Batches no longer in the outbox or its archive: they cannot reach the research store any more."""
 
 
-def batches_to_reconsider(db: ConsentDb, patient_ids: Iterable[str]) -> list[int]:
-    """Outbox batch ids of the patients' devices that the research sink did not pass in full but that are now
+def batches_to_reconsider(db: ConsentDb, patient_ids: Iterable[str]) -> list[BatchRef]:
+    """The batches of the patients' devices that the research sink did not pass in full but that are now
     (partly) eligible: ``not_eligible`` ones that overlap an eligible time of the binding, ``partial`` ones that
     lie wholly inside one."""
-    out: set[int] = set()
+    out: dict[int, BatchRef] = {}
     for pid in dict.fromkeys(patient_ids):
         windows = eligible_intervals(db.consents(pid))
         for b in db.bindings_of(pid):
@@ -50,39 +54,34 @@ def batches_to_reconsider(db: ConsentDb, patient_ids: Iterable[str]) -> list[int
                 lo, hi = max(b.from_ns, w_start), min(b_end, w_end)  # [lo, hi)
                 if lo >= hi:
                     continue
-                for batch_id, first, last, decision in db.undecided_spans(b.device, lo, hi - 1):
+                for batch_id, envelope_n, first, last, decision in db.undecided_spans(b.device, lo, hi - 1):
                     if decision == "not_eligible" or (lo <= first and last < hi):
-                        out.add(batch_id)
-    return sorted(out)
+                        out[batch_id] = BatchRef(batch_id, envelope_n, b.device)
+    return [out[k] for k in sorted(out)]
 
 
 def requeue_for_research(state_dir: Path, db: ConsentDb, patient_ids: Iterable[str]) -> Requeued | None:
     """Queue the batches of :func:`batches_to_reconsider` for the research sink. None when the research sink
     has never run on this state directory (then there is nothing to forward again)."""
-    from gateway.outbox.store import OutboxStore, open_outbox
-
     if not (state_dir / "outbox.db").exists():
         return None
-    ids = batches_to_reconsider(db, patient_ids)
+    refs = batches_to_reconsider(db, patient_ids)
     conn = open_outbox(state_dir)
     try:
         store = OutboxStore(conn)
         if RESEARCH_SINK not in store.sinks():
             return None
-        present = store.existing_batches(ids)
-        queued = store.queue_again(RESEARCH_SINK, present)
+        queued, gone = store.queue_again(RESEARCH_SINK, refs)
     finally:
         conn.close()
-    return Requeued(len(ids), queued, len(ids) - len(present))
+    return Requeued(queued, gone)
 
 
 def describe(r: Requeued | None) -> str | None:
     """The line the CLI prints (None: nothing to say)."""
-    if r is None or r.candidates == 0:
+    if r is None or r.queued + r.gone == 0:
         return None
     line = f"research: {r.queued} earlier batch(es) queued again for the research sink"
-    if r.candidates - r.gone - r.queued:
-        line += f" ({r.candidates - r.gone - r.queued} already queued)"
     if r.gone:
         line += f"; {r.gone} no longer in the outbox archive: they cannot be forwarded again"
     return line

@@ -89,9 +89,10 @@ class Housekeeper:
 
     def _prune(self, where: str, args: tuple[int, ...], limit: int | None) -> int:
         # the newest envelope always stays: the chain (and the key history's envelope numbers) continue from it
+        # a dead letter keeps its envelope (a batch queued again after delivery may become one)
         q = (
             "SELECT n FROM envelopes WHERE delivered_ns IS NOT NULL AND n < (SELECT MAX(n) FROM envelopes)"
-            f" AND {where} ORDER BY n"
+            f" AND n NOT IN (SELECT envelope_n FROM dead_letters) AND {where} ORDER BY n"
         )
         if limit is not None:
             q += f" LIMIT {int(limit)}"

@@ -83,7 +83,8 @@ MIGRATIONS = (
         batch_id INTEGER NOT NULL,
         queued_ns INTEGER NOT NULL,
         PRIMARY KEY (sink, batch_id)
-    ) WITHOUT ROWID
+    ) WITHOUT ROWID;
+    CREATE INDEX sink_again_batch ON sink_again(batch_id)
     """,
 )
 

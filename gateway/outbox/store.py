@@ -107,6 +107,40 @@ def open_outbox(
     return conn
 
 
+class BatchRef(NamedTuple):
+    """A batch as other state names it: its id, and what must match for the id to mean the same batch (an
+    outbox recreated from scratch reuses ids)."""
+
+    id: int
+    envelope_n: int
+    device_id: str
+
+
+def queue_again(conn: sqlite3.Connection, sink: str, batches: Iterable[BatchRef]) -> tuple[int, int]:
+    """Queue batches for one more delivery to ``sink`` (the ``sink_again`` lane, ahead of new data), in one
+    transaction. A batch already queued is queued anew (a delivery fetched before this call does not clear it).
+    Returns (queued, gone): ``gone`` are no longer in the outbox (pruned with their envelope) or not the batch
+    named."""
+    now = time.time_ns()
+    queued = gone = 0
+    with write_transaction(conn):
+        for b in batches:
+            row = conn.execute(
+                "SELECT 1 FROM batches WHERE id = ? AND envelope_n = ? AND device_id = ?",
+                (b.id, b.envelope_n, b.device_id),
+            ).fetchone()
+            if row is None:
+                gone += 1
+                continue
+            conn.execute(
+                "INSERT INTO sink_again (sink, batch_id, queued_ns) VALUES (?, ?, ?)"
+                " ON CONFLICT (sink, batch_id) DO UPDATE SET queued_ns = max(queued_ns + 1, excluded.queued_ns)",
+                (sink, b.id, now),
+            )
+            queued += 1
+    return queued, gone
+
+
 class OutboxStore:
     def __init__(
         self,
@@ -119,6 +153,9 @@ class OutboxStore:
         self._conn = conn
         self._envelopes = envelopes or EnvelopeCache(gateway_did)
         self._hot = hot
+        self._again_seen: dict[tuple[str, int], int] = {}
+        """(sink, batch id) → the ``queued_ns`` of its ``sink_again`` row when it was fetched: a row queued again
+        meanwhile (newer) survives the delivery of the older fetch."""
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -154,16 +191,15 @@ class OutboxStore:
         )
         if rows:
             return rows
-        rows = self._bounded(
-            "again",
-            max_points,
-            self._conn.execute(
-                "SELECT b.id, b.envelope_n, b.idx, b.n_points FROM sink_again a JOIN batches b"
-                " ON b.id = a.batch_id WHERE a.sink = ? ORDER BY b.id LIMIT ?",
-                (sink, limit),
-            ),
-        )
-        if rows:
+        again = self._conn.execute(
+            "SELECT b.id, b.envelope_n, b.idx, b.n_points, a.queued_ns FROM sink_again a JOIN batches b"
+            " ON b.id = a.batch_id WHERE a.sink = ? ORDER BY b.id LIMIT ?",
+            (sink, limit),
+        ).fetchall()
+        if again:
+            rows = self._bounded("again", max_points, (r[:4] for r in again))
+            for r in again[: len(rows)]:
+                self._again_seen[(sink, r[0])] = r[4]
             return rows
         rows = self._bounded(
             "urgent",
@@ -251,7 +287,14 @@ class OutboxStore:
                 )
             again = [p.id for p in done if p.lane == "again"]
             if again:
-                conn.executemany("DELETE FROM sink_again WHERE sink = ? AND batch_id = ?", [(sink, i) for i in again])
+                seen = self._again_seen
+                conn.executemany(
+                    "DELETE FROM sink_again WHERE sink = ? AND batch_id = ? AND queued_ns <= ?",
+                    [(sink, i, seen.pop((sink, i), 1 << 62)) for i in again],
+                )
+                delivered_again = [(sink, p.id) for p in delivered if p.lane == "again"]
+                if delivered_again:  # delivered now: an older dead letter of it is done with
+                    conn.executemany("DELETE FROM dead_letters WHERE sink = ? AND batch_id = ?", delivered_again)
             urgent = [p.id for p in done if p.lane == "urgent"]
             if urgent:
                 conn.executemany(
@@ -270,23 +313,10 @@ class OutboxStore:
         if bulk and self._hot is not None:
             self._hot.delivered_upto(sink, max(bulk))
 
-    def queue_again(self, sink: str, batch_ids: Iterable[int]) -> int:
-        """Queue batches already delivered to ``sink`` for one more delivery (ahead of new data); ids no longer
-        in the outbox (pruned with their envelope) and ids already queued are left out. Returns how many were
-        queued."""
-        now = time.time_ns()
-        with write_transaction(self._conn):
-            cur = self._conn.executemany(
-                "INSERT OR IGNORE INTO sink_again (sink, batch_id, queued_ns)"
-                " SELECT ?, id, ? FROM batches WHERE id = ?",
-                [(sink, now, i) for i in batch_ids],
-            )
-        return max(0, cur.rowcount)
-
-    def existing_batches(self, batch_ids: Iterable[int]) -> list[int]:
-        """Those of ``batch_ids`` still in the outbox (or its archive)."""
-        q = "SELECT 1 FROM batches WHERE id = ?"
-        return [i for i in batch_ids if self._conn.execute(q, (i,)).fetchone() is not None]
+    def queue_again(self, sink: str, batches: Iterable[BatchRef]) -> tuple[int, int]:
+        """Queue batches already delivered to ``sink`` for one more delivery (ahead of new data): see
+        :func:`queue_again`."""
+        return queue_again(self._conn, sink, batches)
 
     def queued_again(self, sink: str) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM sink_again WHERE sink = ?", (sink,)).fetchone()[0])

@@ -27,7 +27,6 @@ import ipaddress
 import os
 import re
 import ssl
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +47,8 @@ TRANSIENT_LIFETIME = dt.timedelta(minutes=10)
 """Validity of the probe and kicker certificates (both end up in the CRL well before)."""
 RETRY_S = 0.2
 _LISTENER_RE = re.compile(r"^\s*listener\s+(\d+)(?:\s+(\S+))?\s*$", re.MULTILINE)
+_TAKEOVER_NEEDS = ("use_identity_as_username", "use_username_as_clientid")
+"""The broker options that make a client's id its certificate's CN (pki mosquitto-config writes both)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +61,21 @@ class KickResult:
 
 
 def listener_address(config_dir: Path) -> tuple[str, int]:
-    """Where to reach the broker of a ``mosquitto-config`` directory (its ``listener`` line)."""
+    """Where to reach the broker of a ``mosquitto-config`` directory (its ``listener`` line); refuses a config
+    in which a takeover would not close the device's connection (client ids not taken from certificates)."""
     conf = config_dir / CONF_NAME
     try:
-        m = _LISTENER_RE.search(conf.read_text(encoding="utf-8"))
+        text = conf.read_text(encoding="utf-8")
     except OSError as e:
         raise PkiError(f"{conf}: unreadable ({e.strerror})") from e
-    if m is None:
-        raise PkiError(f"{conf}: no `listener PORT [ADDRESS]` line")
+    for option in _TAKEOVER_NEEDS:
+        if not re.search(rf"^\s*{option}\s+true\s*$", text, re.MULTILINE):
+            raise PkiError(f"{conf}: no `{option} true`, so a takeover would not reach the device's connection")
+    listeners = _LISTENER_RE.findall(text)
+    if len(listeners) != 1:
+        raise PkiError(f"{conf}: expected one `listener PORT [ADDRESS]` line, found {len(listeners)}")
+    m = _LISTENER_RE.search(text)
+    assert m is not None
     host = m.group(2) or "127.0.0.1"
     with contextlib.suppress(ValueError):
         if ipaddress.ip_address(host).is_unspecified:  # listening everywhere: reach it on loopback
@@ -146,6 +154,8 @@ def _session(host: str, port: int, ca: Path, cert: Transient, device_id: str, de
     try:
         try:
             client.connect(host, port, keepalive=30, clean_start=True, properties=props)
+        except ssl.SSLCertVerificationError as e:  # ours: the broker's certificate is not the site's
+            raise OSError(f"the broker's certificate does not verify against {ca}: {e.verify_message}") from None
         except ssl.SSLError:
             return False  # TLS 1.2: the handshake itself fails on a revoked certificate
         while "connack" not in outcome and "closed" not in outcome:
@@ -178,12 +188,18 @@ def _tls(ca: Path, cert: Transient) -> ssl.SSLContext:
     # own config, and a wildcard listener is reached on loopback, which the certificate may not name.
     ctx.check_hostname = False
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    # load_cert_chain reads files only: a private directory that lives for this call
-    with tempfile.TemporaryDirectory(prefix="ds4h-kick-") as d:
-        cert_file, key_file = Path(d, "c.pem"), Path(d, "k.pem")
-        for path, data in ((cert_file, cert.cert_pem), (key_file, cert.key_pem)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        ctx.load_cert_chain(str(cert_file), str(key_file))
+    # load_cert_chain reads files only: anonymous in-memory files (memfd), so the short-lived key never
+    # touches a file system, not even a temporary directory a crash would leave behind
+    fds: list[int] = []
+    try:
+        for data in (cert.cert_pem, cert.key_pem):
+            fd = os.memfd_create("ds4h-kick", os.MFD_CLOEXEC)
+            fds.append(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+    finally:
+        for fd in fds:
+            os.close(fd)
     return ctx

@@ -46,7 +46,17 @@ class EvidenceError(GatewayError):
 
 def check_evidence(b: Batch) -> str:
     """Check ``b`` against ``b.evidence`` (steps 1–3 above); the device's did:key when all hold, else raises
-    :class:`EvidenceError`."""
+    :class:`EvidenceError` (also for a batch whose other fields are not what the gateway writes: an export
+    is untrusted input)."""
+    try:
+        return _check(b)
+    except EvidenceError:
+        raise
+    except (TypeError, ValueError, OverflowError, AttributeError, IndexError, KeyError) as e:
+        raise EvidenceError(f"device {str(b.device_id)[:64]}: a malformed batch ({type(e).__name__})") from None
+
+
+def _check(b: Batch) -> str:
     device = b.device_id
     try:
         sign1 = parse_sign1(b.evidence)

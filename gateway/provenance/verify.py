@@ -15,12 +15,13 @@ Checks, in file order (every problem is listed; the first one names the first ba
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.dataspace.bundlesig import BundleReport
 from gateway.errors import PayloadError, ProvenanceError
+from gateway.model import Batch
 from gateway.provenance.chain import ChainChecker
 from gateway.provenance.envelope import Envelope, envelope_hash
 from gateway.provenance.evidence import EvidenceError, check_evidence
@@ -57,8 +58,12 @@ class ExportReport:
     signers: dict[str, SignerSpan] = field(default_factory=dict)
     device_signed: int = 0
     """Batches whose device signature (carried in the envelope) was checked and holds."""
-    device_keys: dict[str, str] = field(default_factory=dict)
-    """Device id → the did:key that signed its batches."""
+    device_keys: dict[str, set[str]] = field(default_factory=dict)
+    """Device id → the did:keys that signed its batches (more than one after the device's key was rotated —
+    or when a key that was never the device's was used: compare with the provisioning records)."""
+    batches_by_device: dict[str, list[int]] = field(default_factory=dict)
+    """Device id → [batches carrying a device signature that holds, batches without one]: a device that always
+    signs should show no unsigned batch (a stripped signature is no longer checked)."""
     trailer: Trailer | None = None
 
     @property
@@ -149,8 +154,16 @@ class _Verifier:
         except PayloadError as e:
             self.problem(f"envelope {env.number}: signed, but a batch does not decode: {e}")
             return
+        try:
+            self._count(env, batches)
+        except (TypeError, ValueError, AttributeError) as e:  # signed, but not what a gateway writes
+            self.problem(f"envelope {env.number}: signed, but a batch is malformed ({type(e).__name__})")
+
+    def _count(self, env: Envelope, batches: Sequence[Batch]) -> None:
+        r = self.report
         times: list[int] = []
         for i, b in enumerate(batches):
+            counts = r.batches_by_device.setdefault(b.device_id, [0, 0])
             if b.evidence:
                 try:
                     did = check_evidence(b)
@@ -158,7 +171,10 @@ class _Verifier:
                     self.problem(f"envelope {env.number} batch {i + 1}: {e}")
                 else:
                     r.device_signed += 1
-                    r.device_keys[b.device_id] = did
+                    r.device_keys.setdefault(b.device_id, set()).add(did)
+                    counts[0] += 1
+            else:
+                counts[1] += 1
             r.batches += 1
             r.devices.add(b.device_id)
             r.readings += len(b.readings)

@@ -33,7 +33,7 @@ from gateway.dataspace.reforward import RESEARCH_SINK
 from gateway.errors import PayloadError, RejectedSinkError, RetryableSinkError
 from gateway.metrics import GatewayMetrics
 from gateway.model import Batch, Reading, Spectrum, Waveform
-from gateway.outbox.store import open_outbox
+from gateway.outbox.store import BatchRef, open_outbox, queue_again
 from gateway.sinks.influx import InfluxSink
 from gateway.sinks.lineproto import _reading_line, _waveform_lines, escape_measurement, escape_tag
 
@@ -154,9 +154,14 @@ class ResearchSink:
         self._tlock = threading.Lock()
         """Serialises the sink thread and the housekeeping thread (reseal) on the consent database."""
 
-    def _prepare(self, batches: Sequence[Batch]) -> tuple[list[bytes], list[Decided]]:
+    def _prepare(self, batches: Sequence[Batch]) -> tuple[list[bytes], list[Decided], int]:
         with self._tlock:
-            return self._prepare_locked(batches)
+            version = self._consent_version()
+            return (*self._prepare_locked(batches), version)
+
+    def _consent_version(self) -> int:
+        """Changes whenever another connection (the CLI: bind, consent import/revoke) committed to consent.db."""
+        return int(self._db.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _prepare_locked(self, batches: Sequence[Batch]) -> tuple[list[bytes], list[Decided]]:
         keys = [b.key.text() for b in batches]
@@ -181,14 +186,21 @@ class ResearchSink:
                 chunks.append(encode_filtered(f))
         return chunks, rows
 
-    def _record(self, rows: list[Decided]) -> None:
+    def _record(self, rows: list[Decided], version: int) -> None:
         with self._tlock:
             self._db.record_decisions(rows)
+            if self._consent_version() != version:
+                # bindings or consent changed while this round was being decided: a `consent import` or
+                # `patients bind` meanwhile could not see these decisions yet, so decide them once more
+                again = [BatchRef(r[0], r[1], r[2]) for r in rows if r[5] != "eligible"]
+                if again:
+                    queue_again(self._outbox, RESEARCH_SINK, again)
+                    log.info("research: consent changed during a round: %d batch(es) to decide again", len(again))
 
     async def write(self, batches: Sequence[Batch]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            chunks, rows = await loop.run_in_executor(self._executor, self._prepare, batches)
+            chunks, rows, version = await loop.run_in_executor(self._executor, self._prepare, batches)
         except sqlite3.OperationalError as e:
             raise RetryableSinkError(f"research: consent state: {e}") from e
         except PayloadError as e:
@@ -196,7 +208,7 @@ class ResearchSink:
         if self._store is not None and chunks:
             await self._store.write_lines(chunks)
         try:
-            await loop.run_in_executor(self._executor, self._record, rows)
+            await loop.run_in_executor(self._executor, self._record, rows, version)
         except sqlite3.OperationalError as e:
             raise RetryableSinkError(f"research: recording decisions: {e}") from e
         for r in rows:
