@@ -9,9 +9,11 @@ Each Bundle therefore ends with a FHIR ``Provenance`` entry:
   did:key) whose payload is the CBOR map ``{"typ": "ds4h-bundle-sig/v1", "sha256": h, "envelopes": [n…],
   "gw": did}``.
 
-``h`` is the SHA-256 of the Bundle's canonical JSON — keys sorted, no insignificant whitespace, UTF-8 — with that
-``signature[0].data`` set to ``""``. A verifier recomputes ``h``, checks the COSE signature with the key inside
-the did:key, and that the envelope numbers equal the Provenance entities (``ds4h-gateway verify --bundle FILE``).
+``h`` is the SHA-256 of the Bundle's RFC 8785 (JSON Canonicalization Scheme) form, with that
+``signature[0].data`` set to ``""``: any JCS library gives the same bytes. A verifier recomputes ``h``, checks
+the COSE signature with the key inside the did:key, and that the envelope numbers equal the Provenance entities
+(``ds4h-gateway verify --bundle FILE``). Bundles signed before (``typ`` ``ds4h-bundle-sig/v1``) hashed Python's
+sorted-key compact JSON instead, which differs from JCS for numbers such as ``72.0``; they still verify.
 """
 
 from __future__ import annotations
@@ -24,12 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
+import rfc8785
 
 from gateway.errors import ProvenanceError
 from gateway.provenance.cose import ALG_ED25519, ALG_EDDSA, decode_exact, sign1_with, verify1
 from gateway.provenance.didkey import key_for_kid
 
-SIG_TYPE = "ds4h-bundle-sig/v1"
+SIG_TYPE = "ds4h-bundle-sig/v2"
+"""The signature payload's type: v2 hashes the Bundle's RFC 8785 form."""
+SIG_TYPE_V1 = "ds4h-bundle-sig/v1"
+"""Earlier signatures: sorted-key compact JSON as Python writes it (verified, no longer written)."""
+SIG_TYPES = frozenset({SIG_TYPE, SIG_TYPE_V1})
 ENVELOPE_SYSTEM = "urn:ds4h:envelope"
 DID_SYSTEM = "urn:ietf:rfc:3986"
 SIG_TYPE_CODING = {
@@ -40,15 +47,30 @@ SIG_TYPE_CODING = {
 
 
 def canonical(obj: Any) -> bytes:
+    """RFC 8785 (JCS): keys sorted by UTF-16 code units, ECMAScript number forms, minimal escaping, UTF-8."""
+    try:
+        return bytes(rfc8785.dumps(obj))
+    except rfc8785.CanonicalizationError as e:
+        raise ValueError(f"not canonicalisable JSON: {e}") from None
+
+
+def json_body(obj: Any) -> bytes:
+    """A Bundle as served or exported: compact UTF-8 JSON. The signature covers the RFC 8785 form of whatever
+    JSON a consumer parses, so the body need not be canonical (and Python's encoder is several times faster)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def canonical_v1(obj: Any) -> bytes:
+    """What ``ds4h-bundle-sig/v1`` hashed (kept to verify Bundles signed before v2)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _digest(bundle: dict[str, Any], prov_index: int) -> bytes:
+def _digest(bundle: dict[str, Any], prov_index: int, typ: str = SIG_TYPE) -> bytes:
     sig = bundle["entry"][prov_index]["resource"]["signature"][0]
     data = sig["data"]
     sig["data"] = ""  # in place (a deep copy of a big page costs more than the hash), restored below
     try:
-        return hashlib.sha256(canonical(bundle)).digest()
+        return hashlib.sha256((canonical if typ == SIG_TYPE else canonical_v1)(bundle)).digest()
     finally:
         sig["data"] = data
 
@@ -122,7 +144,7 @@ def verify_csv(body: bytes, signature: str, expected_did: str | None = None) -> 
         )
         r.did = kid.decode()
         obj = decode_exact(payload, "CSV signature payload")
-        if not isinstance(obj, dict) or obj.get("typ") != SIG_TYPE or obj.get("gw") != r.did:
+        if not isinstance(obj, dict) or obj.get("typ") not in SIG_TYPES or obj.get("gw") != r.did:
             raise ProvenanceError(f"signature payload is not a {SIG_TYPE} map of its kid")
         if expected_did is not None and r.did != expected_did:
             r.problems.append(f"signed by {r.did}, not by --did {expected_did}")
@@ -156,13 +178,13 @@ def _verify(bundle: Any, expected_did: str | None, r: BundleReport) -> None:
     did = kid.decode()
     r.did = did
     obj = decode_exact(payload, "bundle signature payload")
-    if not isinstance(obj, dict) or obj.get("typ") != SIG_TYPE:
+    if not isinstance(obj, dict) or obj.get("typ") not in SIG_TYPES:
         raise ProvenanceError(f"signature payload is not a {SIG_TYPE} map")
     if obj.get("gw") != did:
         raise ProvenanceError("signature payload names another gateway than its kid")
     if expected_did is not None and did != expected_did:
         r.problems.append(f"signed by {did}, not by --did {expected_did}")
-    if obj["sha256"] != _digest(bundle, idx):
+    if obj["sha256"] != _digest(bundle, idx, obj["typ"]):
         r.problems.append("the Bundle's content does not match its signature (altered after signing)")
     listed = sorted(int(e["what"]["identifier"]["value"]) for e in prov.get("entity", []))
     r.envelopes = list(obj["envelopes"])

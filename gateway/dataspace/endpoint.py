@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.dataspace.bundlesig import sign_bundle, sign_csv
+from gateway.dataspace.bundlesig import json_body, sign_bundle, sign_csv
 from gateway.dataspace.fhir import bundle, iso, to_csv
 from gateway.dataspace.observations import KINDS, Query, QueryError, select
 from gateway.dataspace.patients import FOREVER, ConsentDb
@@ -97,9 +97,7 @@ def make_page(
     nxt = url(offset + count) if offset + count < total else None
     b = bundle(page, total=total, self_url=url(offset), next_url=nxt, timestamp_ns=now)
     sign_bundle(b, [i.envelope_n for i in page], signer.did, signer.sign, iso(now))
-    from gateway.dataspace.bundlesig import canonical
-
-    return Page(canonical(b), FHIR_JSON, {}, len(page))
+    return Page(json_body(b), FHIR_JSON, {}, len(page))
 
 
 class ObservationEndpoint:

@@ -43,7 +43,7 @@ def add_export_parser(dataspace_sub: argparse._SubParsersAction[argparse.Argumen
 
 def run_export(args: argparse.Namespace) -> int:
     from gateway.cli import _state_dir, parse_time
-    from gateway.dataspace.bundlesig import canonical, sign_bundle, sign_csv
+    from gateway.dataspace.bundlesig import json_body, sign_bundle, sign_csv
     from gateway.dataspace.fhir import bundle, iso, to_csv
     from gateway.dataspace.observations import Query, all_pseudonyms, select
     from gateway.dataspace.patients import FOREVER, ConsentDb
@@ -85,7 +85,7 @@ def run_export(args: argparse.Namespace) -> int:
             items, total=len(items), self_url=f"urn:ds4h:export:{since}-{until}", next_url=None, timestamp_ns=now
         )
         sign_bundle(b, [i.envelope_n for i in items], identity.did, identity.sign, iso(now))
-        body = canonical(b)
+        body = json_body(b)
     if args.out is None:
         sys.stdout.buffer.write(body + (b"\n" if args.format == "fhir" else b""))
         sys.stdout.flush()
